@@ -1,0 +1,40 @@
+"""batchscore: score Parquet files with ONNX models, fast, atomically, on CPU or GPU.
+
+The public API is what ``__all__`` lists; everything else is private.
+"""
+
+from __future__ import annotations
+
+from batchscore._version import __version__
+from batchscore.errors import (
+    BatchScoreError,
+    DeviceUnavailableError,
+    InputDataError,
+    JobSpecError,
+    ModelError,
+    NullValuesError,
+    OutputError,
+    OutputExistsError,
+    SchemaMismatchError,
+)
+from batchscore.model import Model
+from batchscore.pipeline import Progress, RunReport, run
+from batchscore.spec import JobSpec
+
+__all__ = [
+    "BatchScoreError",
+    "DeviceUnavailableError",
+    "InputDataError",
+    "JobSpec",
+    "JobSpecError",
+    "Model",
+    "ModelError",
+    "NullValuesError",
+    "OutputError",
+    "OutputExistsError",
+    "Progress",
+    "RunReport",
+    "SchemaMismatchError",
+    "__version__",
+    "run",
+]

@@ -1,0 +1,5 @@
+"""``python -m batchscore``: the same as the ``batchscore`` command."""
+
+from batchscore.cli import main
+
+main()

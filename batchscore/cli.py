@@ -1,0 +1,275 @@
+"""The ``batchscore`` command line: parse, build a JobSpec, call the library, map errors to exit codes.
+
+Exit codes: 0 ok; 2 usage or bad option; 3 input missing, unreadable or not
+fitting the model; 4 model unreadable or device unavailable; 5 output exists or
+cannot be written; 1 an unexpected bug (the only case with a traceback);
+130/143 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from batchscore._version import __version__
+from batchscore.errors import BatchScoreError
+from batchscore.pipeline import Progress, ProgressCallback, prepare, run
+from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, split_columns
+
+log = logging.getLogger("batchscore")
+
+app = typer.Typer(
+    name="batchscore",
+    help="Score Parquet files with an ONNX model into Parquet: fast, atomic, CPU or GPU.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+LOG_INTERVAL_S = 10.0
+
+Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Parquet files, directories or globs.")]
+ModelPath = Annotated[str, typer.Option("--model", "-m", help="The ONNX model file.", show_default=False)]
+Features = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated feature columns in the model's order. Default: every numeric column not kept."
+    ),
+]
+Keep = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated passthrough columns (ids). Default: every column that is not a feature."),
+]
+OnNull = Annotated[str, typer.Option(metavar="error|fill|skip", help="What to do with nulls in feature columns.")]
+Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.")]
+Threads = Annotated[int | None, typer.Option(help="onnxruntime threads. Default: one per available core.")]
+BatchSize = Annotated[int, typer.Option(help="Rows per inference call.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"batchscore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Score Parquet files with an ONNX model into Parquet: fast, atomic, CPU or GPU."""
+
+
+@app.command()
+def score(
+    inputs: Inputs,
+    model: ModelPath,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory.", show_default=False)],
+    features: Features = None,
+    keep: Keep = None,
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE,
+    device: Device = "auto",
+    threads: Threads = None,
+    on_null: OnNull = "error",
+    fill_value: Annotated[float, typer.Option(help="Value for nulls with --on-null fill.")] = 0.0,
+    prob_format: Annotated[
+        str, typer.Option(metavar="columns|list", help="Probabilities as prob_<label> columns or one list column.")
+    ] = "columns",
+    prediction_col: Annotated[str, typer.Option(help="Name of the prediction column.")] = "prediction",
+    mode: Annotated[
+        str, typer.Option(metavar="error|overwrite", help="If DIR already holds output: fail, or replace it.")
+    ] = "error",
+    report: Annotated[str | None, typer.Option(help="Write a JSON run report to this file.")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Score INPUT... with the model into --out DIR (part-NNNNN.parquet, then _SUCCESS)."""
+    _setup_logging(quiet=quiet, verbose=verbose)
+    with _errors():
+        spec = JobSpec(
+            inputs=tuple(inputs),
+            model=model,
+            out=out,
+            features=split_columns(features),
+            keep=split_columns(keep),
+            batch_size=batch_size,
+            device=device,  # type: ignore[arg-type]  # validated by JobSpec
+            threads=threads,
+            on_null=on_null,  # type: ignore[arg-type]
+            fill_value=fill_value,
+            prob_format=prob_format,  # type: ignore[arg-type]
+            prediction_col=prediction_col,
+            mode=mode,  # type: ignore[arg-type]
+            report=report,
+        )
+        with _progress(quiet=quiet) as progress:
+            result = run(spec, progress=progress)
+    if not quiet:
+        nulls = f", {result.rows_null_output} null prediction(s)" if result.rows_null_output else ""
+        typer.echo(
+            f"scored {result.rows_written:,} rows from {len(result.files)} file(s) in {result.seconds:.1f} s "
+            f"({result.rows_per_s:,.0f} rows/s, {result.provider}){nulls} -> {result.output}"
+        )
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The ONNX model file.")],
+    data: Annotated[
+        list[str] | None, typer.Option(help="Parquet input(s) to dry-run the column mapping against.")
+    ] = None,
+    features: Features = None,
+    keep: Keep = None,
+    on_null: OnNull = "error",
+    device: Device = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping."""
+    _setup_logging(quiet=True, verbose=False)
+    with _errors():
+        spec = JobSpec(
+            inputs=tuple(data or ["-"]),
+            model=model,
+            out="-",
+            features=split_columns(features),
+            keep=split_columns(keep),
+            on_null=on_null,  # type: ignore[arg-type]
+            device=device,  # type: ignore[arg-type]
+        )
+        if data:
+            ready = prepare(spec)
+            info = ready.model.describe()
+            info["mapping"] = {
+                "files": len(ready.files),
+                "rows": sum(f.num_rows for f in ready.files),
+                "input": ready.plan.input_name,
+                "features": list(ready.plan.features),
+                "keep": list(ready.plan.keep),
+                "outputs": [o.name for o in ready.plan.outputs],
+            }
+        else:
+            from batchscore.model import Model
+
+            info = Model(model, device=spec.device).describe()
+    typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
+
+
+def _render(info: dict[str, Any]) -> str:
+    lines = []
+    for key, value in info.items():
+        if isinstance(value, list) and value and key != "class_labels":
+            lines.append(f"{key}:")
+            lines += [f"  {v}" for v in value]
+        elif isinstance(value, dict):
+            lines.append(f"{key}:")
+            for k, v in value.items():
+                shown = ", ".join(map(str, v)) if isinstance(v, list) else v
+                lines.append(f"  {k}: {shown}")
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+class _errors:
+    """Turn BatchScoreError into one line on stderr and its exit code; interrupts into 130/143."""
+
+    def __enter__(self) -> None:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, BatchScoreError):
+            typer.echo(f"batchscore: error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code)
+        if isinstance(exc, KeyboardInterrupt):
+            typer.echo("batchscore: interrupted; nothing was committed", err=True)
+            raise typer.Exit(130)
+        if isinstance(exc, _Terminated):
+            typer.echo("batchscore: terminated (SIGTERM); nothing was committed", err=True)
+            raise typer.Exit(143)
+        return False
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so staging is cleaned up."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _setup_logging(*, quiet: bool, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+class _progress:
+    """A tqdm bar on a terminal; a log line every 10 s otherwise (cron, Airflow); nothing when quiet."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.redirect: Any = None
+        self.last_log = 0.0
+        self.started = 0.0
+
+    def __enter__(self) -> ProgressCallback | None:
+        if self.quiet:
+            return None
+        self.started = self.last_log = time.monotonic()
+        if sys.stderr.isatty():
+            return self._bar
+        return self._log
+
+    def _bar(self, p: Progress) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            self.bar = tqdm(total=p.total_rows, unit="rows", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+            self.redirect = logging_redirect_tqdm(loggers=[log])
+            self.redirect.__enter__()
+        self.bar.update(p.rows - self.bar.n)
+        self.bar.set_postfix_str(f"files {p.files_done}/{p.total_files}", refresh=False)
+
+    def _log(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last_log < LOG_INTERVAL_S:
+            return
+        self.last_log = now
+        rate = p.rows / max(now - self.started, 1e-9)
+        pct = 100 * p.rows / p.total_rows if p.total_rows else 100.0
+        log.info(
+            "progress: %s/%s rows (%.0f%%), %d/%d files, %s rows/s",
+            f"{p.rows:,}",
+            f"{p.total_rows:,}",
+            pct,
+            p.files_done,
+            p.total_files,
+            f"{rate:,.0f}",
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.redirect.__exit__(None, None, None)
+
+
+def main() -> None:
+    """Entry point of the ``batchscore`` console script."""
+    app(prog_name="batchscore")

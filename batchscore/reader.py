@@ -1,0 +1,176 @@
+"""Parquet in: files, directories and globs -> projected pyarrow RecordBatches.
+
+Inputs are resolved to a sorted list of files once, their footers are read up
+front (schema, row counts, null statistics) so that a bad file fails the run
+before the first row is scored, and then each file is streamed in batches of
+the requested columns only.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchscore.errors import InputDataError
+
+log = logging.getLogger("batchscore")
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One Parquet file to score, with what its footer says."""
+
+    path: str
+    schema: pa.Schema
+    num_rows: int
+    partitions: dict[str, str] = field(default_factory=dict)
+    """Hive-style ``key=value`` folders above the file, as string columns."""
+    null_counts: dict[str, int | None] = field(default_factory=dict)
+    """Nulls per column from the row-group statistics; None where unknown."""
+    size: int = 0
+    mtime_ns: int = 0
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column a reader can ask for: the file's, then its partition keys."""
+        return self.schema.names + [k for k in self.partitions if k not in self.schema.names]
+
+    def field(self, name: str) -> pa.Field:
+        """The type of a column, partition keys being strings."""
+        if name in self.schema.names:
+            return self.schema.field(name)
+        return pa.field(name, pa.string())
+
+
+def resolve_inputs(inputs: Sequence[str]) -> list[str]:
+    """Expand files, directories (recursive) and globs to a sorted, unique file list.
+
+    Names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc``, staging folders)
+    are skipped below a directory, as Spark and DuckDB do.
+    """
+    found: list[str] = []
+    for raw in inputs:
+        matches: list[str]
+        if any(ch in raw for ch in _GLOB_CHARS):
+            matches = [p for p in glob.glob(raw, recursive=True) if os.path.isfile(p)]
+            matches = [p for p in matches if not _hidden(Path(p).name)]
+            if not matches:
+                msg = f"input glob {raw!r} matches no file; check the pattern and that the data has landed"
+                raise InputDataError(msg)
+        elif os.path.isdir(raw):
+            matches = list(_walk_parquet(raw))
+            if not matches:
+                msg = f"input directory {raw!r} holds no *.parquet file; check the path and that the data has landed"
+                raise InputDataError(msg)
+        elif os.path.isfile(raw):
+            matches = [raw]
+        else:
+            msg = f"input {raw!r} does not exist; check the path (files, directories and globs are accepted)"
+            raise InputDataError(msg)
+        found.extend(os.path.normpath(p) for p in matches)
+    return sorted(set(found))
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def _walk_parquet(root: str) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not _hidden(d)]
+        for name in filenames:
+            if name.endswith(".parquet") and not _hidden(name):
+                yield os.path.join(dirpath, name)
+
+
+def hive_partitions(path: str) -> dict[str, str]:
+    """``key=value`` folder names in a path, outermost first (values URL-unescaped)."""
+    parts: dict[str, str] = {}
+    for part in Path(path).parent.parts:
+        key, sep, value = part.partition("=")
+        if sep and key and not _hidden(key):
+            parts[unquote(key)] = unquote(value)
+    return parts
+
+
+def scan(paths: Sequence[str]) -> list[InputFile]:
+    """Read each file's footer: schema, row count, null statistics."""
+    files = []
+    for path in paths:
+        try:
+            pf = pq.ParquetFile(path)
+            meta = pf.metadata
+            schema = pf.schema_arrow
+        except (OSError, pa.ArrowException) as exc:
+            msg = f"cannot read Parquet file {path}: {_one_line(exc)}; check that it is a complete Parquet file"
+            raise InputDataError(msg) from exc
+        stat = os.stat(path)
+        files.append(
+            InputFile(
+                path=path,
+                schema=schema,
+                num_rows=meta.num_rows,
+                partitions=hive_partitions(path),
+                null_counts=_null_counts(meta),
+                size=stat.st_size,
+                mtime_ns=stat.st_mtime_ns,
+            )
+        )
+    return files
+
+
+def _null_counts(meta: pq.FileMetaData) -> dict[str, int | None]:
+    counts: dict[str, int | None] = {}
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        for i in range(group.num_columns):
+            col = group.column(i)
+            name = col.path_in_schema
+            stats = col.statistics
+            known = stats is not None and stats.has_null_count
+            if not known:
+                counts[name] = None
+            elif name not in counts or counts[name] is not None:
+                counts[name] = (counts.get(name) or 0) + stats.null_count
+    return counts
+
+
+def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Stream one file's projected columns; partition keys become constant string columns."""
+    wanted = list(columns)
+    in_file = [c for c in wanted if c in file.schema.names]
+    try:
+        pf = pq.ParquetFile(file.path)
+        if file.num_rows == 0:
+            return
+        for batch in pf.iter_batches(batch_size=batch_size, columns=in_file, use_threads=True):
+            if len(in_file) != len(wanted):
+                batch = _with_partitions(batch, file, wanted)
+            yield batch
+    except (OSError, pa.ArrowException) as exc:
+        msg = f"cannot read Parquet file {file.path}: {_one_line(exc)}; check that it is a complete Parquet file"
+        raise InputDataError(msg) from exc
+
+
+def _with_partitions(batch: pa.RecordBatch, file: InputFile, wanted: list[str]) -> pa.RecordBatch:
+    arrays = []
+    for name in wanted:
+        if name in file.schema.names:
+            arrays.append(batch.column(name))
+        else:
+            arrays.append(pa.array([file.partitions[name]] * batch.num_rows, pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, names=wanted)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
