@@ -41,9 +41,7 @@ Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Parquet f
 ModelPath = Annotated[str, typer.Option("--model", "-m", help="The ONNX model file.", show_default=False)]
 Features = Annotated[
     str | None,
-    typer.Option(
-        help="Comma-separated feature columns in the model's order. Default: every numeric column not kept."
-    ),
+    typer.Option(help="Comma-separated feature columns in the model's order. Default: every numeric column not kept."),
 ]
 Keep = Annotated[
     str | None,
@@ -97,7 +95,7 @@ def score(
 ) -> None:
     """Score INPUT... with the model into --out DIR (part-NNNNN.parquet, then _SUCCESS)."""
     _setup_logging(quiet=quiet, verbose=verbose)
-    with _errors():
+    with _Errors():
         spec = JobSpec(
             inputs=tuple(inputs),
             model=model,
@@ -114,7 +112,7 @@ def score(
             mode=mode,  # type: ignore[arg-type]
             report=report,
         )
-        with _progress(quiet=quiet) as progress:
+        with _Progress(quiet=quiet) as progress:
             result = run(spec, progress=progress)
     if not quiet:
         nulls = f", {result.rows_null_output} null prediction(s)" if result.rows_null_output else ""
@@ -138,7 +136,7 @@ def inspect(
 ) -> None:
     """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping."""
     _setup_logging(quiet=True, verbose=False)
-    with _errors():
+    with _Errors():
         spec = JobSpec(
             inputs=tuple(data or ["-"]),
             model=model,
@@ -182,13 +180,13 @@ def _render(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _errors:
+class _Errors:
     """Turn BatchScoreError into one line on stderr and its exit code; interrupts into 130/143."""
 
     def __enter__(self) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, BatchScoreError):
             typer.echo(f"batchscore: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code)
@@ -198,7 +196,6 @@ class _errors:
         if isinstance(exc, _Terminated):
             typer.echo("batchscore: terminated (SIGTERM); nothing was committed", err=True)
             raise typer.Exit(143)
-        return False
 
 
 class _Terminated(BaseException):
@@ -218,7 +215,7 @@ def _setup_logging(*, quiet: bool, verbose: bool) -> None:
     log.propagate = False
 
 
-class _progress:
+class _Progress:
     """A tqdm bar on a terminal; a log line every 10 s otherwise (cron, Airflow); nothing when quiet."""
 
     def __init__(self, *, quiet: bool) -> None:

@@ -44,7 +44,7 @@ class FeaturePlan:
 
 def is_numeric(dtype: pa.DataType) -> bool:
     """Column types a numeric feature may have: ints, floats, bools, decimals."""
-    return (
+    return bool(
         pa.types.is_integer(dtype)
         or pa.types.is_floating(dtype)
         or pa.types.is_boolean(dtype)

@@ -24,8 +24,8 @@ from typing import Any
 import onnxruntime as ort
 import pyarrow as pa
 
-from batchscore._version import __version__
 from batchscore._threads import Prefetch, Sink
+from batchscore._version import __version__
 from batchscore.errors import OutputError
 from batchscore.features import FeatureAssembler, FeaturePlan, plan_features
 from batchscore.model import Model, decode_outputs

@@ -43,7 +43,8 @@ class InputFile:
     @property
     def columns(self) -> list[str]:
         """Every column a reader can ask for: the file's, then its partition keys."""
-        return self.schema.names + [k for k in self.partitions if k not in self.schema.names]
+        names: list[str] = self.schema.names
+        return names + [k for k in self.partitions if k not in names]
 
     def field(self, name: str) -> pa.Field:
         """The type of a column, partition keys being strings."""
@@ -62,8 +63,9 @@ def resolve_inputs(inputs: Sequence[str]) -> list[str]:
     for raw in inputs:
         matches: list[str]
         if any(ch in raw for ch in _GLOB_CHARS):
+            base = _literal_prefix(raw)
             matches = [p for p in glob.glob(raw, recursive=True) if os.path.isfile(p)]
-            matches = [p for p in matches if not _hidden(Path(p).name)]
+            matches = [p for p in matches if not any(_hidden(part) for part in Path(p).relative_to(base).parts)]
             if not matches:
                 msg = f"input glob {raw!r} matches no file; check the pattern and that the data has landed"
                 raise InputDataError(msg)
@@ -79,6 +81,17 @@ def resolve_inputs(inputs: Sequence[str]) -> list[str]:
             raise InputDataError(msg)
         found.extend(os.path.normpath(p) for p in matches)
     return sorted(set(found))
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The folder a glob starts from: its leading components without wildcards."""
+    parts = Path(pattern).parts
+    literal = []
+    for part in parts:
+        if any(ch in part for ch in _GLOB_CHARS):
+            break
+        literal.append(part)
+    return str(Path(*literal)) if literal else "."
 
 
 def _hidden(name: str) -> bool:
@@ -154,9 +167,7 @@ def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) ->
         if file.num_rows == 0:
             return
         for batch in pf.iter_batches(batch_size=batch_size, columns=in_file, use_threads=True):
-            if len(in_file) != len(wanted):
-                batch = _with_partitions(batch, file, wanted)
-            yield batch
+            yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
     except (OSError, pa.ArrowException) as exc:
         msg = f"cannot read Parquet file {file.path}: {_one_line(exc)}; check that it is a complete Parquet file"
         raise InputDataError(msg) from exc

@@ -8,6 +8,7 @@ leaves the previous output (if any) as it was.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -65,7 +66,9 @@ class OutputDir:
         try:
             os.makedirs(self.staging)
         except OSError as exc:
-            msg = f"cannot create output directory {self.staging}: {exc.strerror or exc}; check the path and permissions"
+            msg = (
+                f"cannot create output directory {self.staging}: {exc.strerror or exc}; check the path and permissions"
+            )
             raise OutputError(msg) from exc
 
     def open_part(self, index: int, schema: pa.Schema) -> pq.ParquetWriter:
@@ -109,14 +112,12 @@ class OutputDir:
         """Remove the staging area; committed output is left as it was."""
         shutil.rmtree(self.staging, ignore_errors=True)
         if self._created:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(self.path)
-            except OSError:
-                pass
 
 
 def _is_float_list(dtype: pa.DataType) -> bool:
-    return pa.types.is_list(dtype) and pa.types.is_floating(dtype.value_type)
+    return bool(pa.types.is_list(dtype) and pa.types.is_floating(dtype.value_type))
 
 
 def read_metadata(path: str) -> dict[str, Any]:

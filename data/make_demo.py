@@ -98,14 +98,11 @@ def generate(n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], n
     years_adult = (age - 18).astype(np.float64)
 
     regional_income = np.array([1.00, 0.92, 1.05, 1.10, 1.15])[region_idx]
-    log_income = (np.log(52_000) + 0.012 * (age - 40) - 0.18 * risk
-                  + rng.normal(0, 0.45, n))
+    log_income = np.log(52_000) + 0.012 * (age - 40) - 0.18 * risk + rng.normal(0, 0.45, n)
     annual_income = np.clip(np.exp(log_income) * regional_income, 9_000, 750_000)
     annual_income = np.round(annual_income / 500.0) * 500.0
 
-    months_employed = np.minimum(
-        rng.gamma(2.0, 30.0, n) * np.exp(-0.25 * risk), years_adult * 12
-    )
+    months_employed = np.minimum(rng.gamma(2.0, 30.0, n) * np.exp(-0.25 * risk), years_adult * 12)
     months_employed = np.rint(months_employed).astype(np.int32)
 
     has_mortgage = is_mortgage | (
@@ -121,23 +118,35 @@ def generate(n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], n
 
     loan_amount = np.empty(n)
     loan_amount[is_card] = np.round(np.clip(rng.lognormal(np.log(4_000), 0.6, is_card.sum()), 500, 30_000) / 100) * 100
-    loan_amount[is_personal] = np.round(np.clip(rng.lognormal(np.log(12_000), 0.6, is_personal.sum()), 1_000, 60_000) / 250) * 250
-    loan_amount[is_auto] = np.round(np.clip(rng.lognormal(np.log(26_000), 0.4, is_auto.sum()), 4_000, 120_000) / 500) * 500
-    loan_amount[is_mortgage] = np.round(
-        np.clip(annual_income[is_mortgage] * rng.uniform(2.0, 5.0, is_mortgage.sum()), 50_000, 2_000_000) / 5_000
-    ) * 5_000
+    loan_amount[is_personal] = (
+        np.round(np.clip(rng.lognormal(np.log(12_000), 0.6, is_personal.sum()), 1_000, 60_000) / 250) * 250
+    )
+    loan_amount[is_auto] = (
+        np.round(np.clip(rng.lognormal(np.log(26_000), 0.4, is_auto.sum()), 4_000, 120_000) / 500) * 500
+    )
+    loan_amount[is_mortgage] = (
+        np.round(
+            np.clip(annual_income[is_mortgage] * rng.uniform(2.0, 5.0, is_mortgage.sum()), 50_000, 2_000_000) / 5_000
+        )
+        * 5_000
+    )
 
     loan_term_months = np.empty(n, dtype=np.int32)
     loan_term_months[is_card] = 12
-    loan_term_months[is_personal] = rng.choice([12, 24, 36, 48, 60], size=is_personal.sum(), p=[0.1, 0.2, 0.35, 0.15, 0.2])
+    loan_term_months[is_personal] = rng.choice(
+        [12, 24, 36, 48, 60], size=is_personal.sum(), p=[0.1, 0.2, 0.35, 0.15, 0.2]
+    )
     loan_term_months[is_auto] = rng.choice([36, 48, 60, 72], size=is_auto.sum(), p=[0.15, 0.25, 0.4, 0.2])
     loan_term_months[is_mortgage] = rng.choice([180, 240, 360], size=is_mortgage.sum(), p=[0.25, 0.15, 0.6])
 
     external_risk_score = np.round(_sigmoid(-1.6 + 0.9 * risk + rng.normal(0, 0.6, n)), 3)
 
     base_rate = np.array([19.5, 10.5, 7.0, 5.5])[product_idx]
-    interest_rate = np.clip(base_rate + 3.5 * external_risk_score * np.array([2.0, 1.5, 1.0, 0.5])[product_idx]
-                            + rng.normal(0, 0.6, n), 2.5, 35.99)
+    interest_rate = np.clip(
+        base_rate + 3.5 * external_risk_score * np.array([2.0, 1.5, 1.0, 0.5])[product_idx] + rng.normal(0, 0.6, n),
+        2.5,
+        35.99,
+    )
     interest_rate = np.round(interest_rate * 4) / 4  # quoted in quarter points
 
     r = interest_rate / 100 / 12
@@ -223,12 +232,14 @@ def write_partitions(out: Path, n: int, cols: dict[str, np.ndarray], rng: np.ran
     application_id = 100_000_000 + np.cumsum(rng.integers(1, 4, n)).astype(np.int64)
 
     schema = pa.schema(
-        [pa.field("application_id", pa.int64(), nullable=False),
-         pa.field("region", pa.string(), nullable=False),
-         pa.field("product", pa.string(), nullable=False)]
+        [
+            pa.field("application_id", pa.int64(), nullable=False),
+            pa.field("region", pa.string(), nullable=False),
+            pa.field("product", pa.string(), nullable=False),
+        ]
         + [pa.field(name, typ, nullable=False) for name, typ in FEATURES]
     )
-    bounds = np.rint(np.cumsum([0.0] + PARTITION_SHARES) / sum(PARTITION_SHARES) * n).astype(int)
+    bounds = np.rint(np.cumsum([0.0, *PARTITION_SHARES]) / sum(PARTITION_SHARES) * n).astype(int)
     counts = []
     for i, ds in enumerate(PARTITIONS):
         s, e = bounds[i], bounds[i + 1]
@@ -243,11 +254,11 @@ def write_partitions(out: Path, n: int, cols: dict[str, np.ndarray], rng: np.ran
 
 
 def train_model(out: Path, cols: dict[str, np.ndarray], labels: np.ndarray) -> tuple[float, dict[str, int]]:
+    from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from skl2onnx import to_onnx
 
     X = np.column_stack([cols[name].astype(np.float32) for name in FEATURE_NAMES]).astype(np.float32)
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
@@ -322,17 +333,27 @@ def main(argv: list[str] | None = None) -> None:
     counts = write_partitions(out, args.rows, cols, rng)
     auc, opsets = train_model(out, cols, labels)
 
-    type_rows = ["| application_id | int64 (unique, increasing) |",
-                 "| region | string (" + ", ".join(REGIONS) + ") |",
-                 "| product | string (" + ", ".join(PRODUCTS) + ") |"]
+    type_rows = [
+        "| application_id | int64 (unique, increasing) |",
+        "| region | string (" + ", ".join(REGIONS) + ") |",
+        "| product | string (" + ", ".join(PRODUCTS) + ") |",
+    ]
     type_rows += [f"| {name} | {typ} |" for name, typ in FEATURES]
-    (out / "README.md").write_text(README.format(
-        rows=args.rows, counts=" / ".join(str(c) for c in counts), opset=opsets[""],
-        mlopset=opsets.get("ai.onnx.ml"), auc=auc, table="\n".join(type_rows),
-        bad=float((labels == "bad").mean()), seed=args.seed,
-    ))
-    print(f"wrote {args.rows} rows to {out} ({counts}); bad rate {(labels == 'bad').mean():.3f}; "
-          f"training AUC {auc:.3f}")
+    (out / "README.md").write_text(
+        README.format(
+            rows=args.rows,
+            counts=" / ".join(str(c) for c in counts),
+            opset=opsets[""],
+            mlopset=opsets.get("ai.onnx.ml"),
+            auc=auc,
+            table="\n".join(type_rows),
+            bad=float((labels == "bad").mean()),
+            seed=args.seed,
+        )
+    )
+    print(
+        f"wrote {args.rows} rows to {out} ({counts}); bad rate {(labels == 'bad').mean():.3f}; training AUC {auc:.3f}"
+    )
 
 
 if __name__ == "__main__":

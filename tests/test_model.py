@@ -1,0 +1,66 @@
+"""Model loading: ZipMap surgery, class labels, kinds, descriptions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import direct_run, training_data
+
+from batchscore import Model
+from batchscore.errors import ModelError
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "labels", "zipmap"),
+    [
+        ("logreg_zipmap", "classifier", [0, 1, 2], True),
+        ("logreg", "classifier", [0, 1, 2], False),
+        ("forest", "classifier", [0, 1, 2], True),
+        ("strings", "classifier", ["high", "low", "mid"], True),
+        ("regressor", "regressor", None, False),
+        ("generic", "generic", None, False),
+    ],
+)
+def test_kind_labels_and_zipmap(models, name, kind, labels, zipmap):
+    model = Model(str(models[name]), device="cpu")
+    assert model.kind == kind
+    assert model.class_labels == labels
+    assert model.zipmap_removed is zipmap
+    assert model.provider == "CPUExecutionProvider"
+
+
+def test_zipmap_removed_graph_gives_the_same_numbers(models):
+    x, _ = training_data(rows=50, seed=3)
+    model = Model(str(models["logreg_zipmap"]), device="cpu")
+    values = model.run({"X": x})
+    label, zipmap = direct_run(models["logreg_zipmap"], x)
+    np.testing.assert_array_equal(values["output_label"], label)
+    expected = np.array([[row[k] for k in sorted(row)] for row in zipmap], dtype=np.float32)
+    np.testing.assert_array_equal(values["output_probability"], expected)
+    assert values["output_probability"].shape == (50, 3)
+
+
+def test_describe(models):
+    info = Model(str(models["strings"]), device="cpu").describe()
+    assert info["inputs"] == ["X: tensor(float) [N, 6]"]
+    assert info["outputs"] == ["output_label: tensor(string) [N]", "output_probability: tensor(float) [N, 3]"]
+    assert info["opsets"]["ai.onnx.ml"] >= 1
+    assert len(info["sha256"]) == 64 and info["size_bytes"] > 0
+    assert info["producer"].startswith("skl2onnx")
+
+
+def test_output_whose_first_dimension_is_not_rows_is_an_error(models):
+    import pyarrow as pa
+
+    from batchscore.model import OutputColumn, decode_outputs
+
+    col = OutputColumn("y", pa.float32(), "y", "value")
+    with pytest.raises(ModelError, match=r"model output 'y' has shape \[3\] for a batch of 4 rows"):
+        decode_outputs([col], {"y": np.zeros(3, np.float32)}, rows=4, mask=None)
+
+
+def test_unloadable_model_names_the_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ModelError, match=r"bad.onnx"):
+        Model(str(bad), device="cpu")

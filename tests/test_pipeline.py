@@ -1,0 +1,220 @@
+"""End to end through the library: parity with a direct onnxruntime run, rows, order, passthrough."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import FEATURES, direct_run, make_table, table_matrix, write_files
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import batchscore
+from batchscore import JobSpec, NullValuesError
+
+
+def score(inputs: list[Path] | Path, model: Path, out: Path, **options: object) -> batchscore.RunReport:
+    paths = inputs if isinstance(inputs, list) else [inputs]
+    spec = JobSpec(
+        inputs=tuple(str(p) for p in paths), model=str(model), out=str(out), keep=("id", "segment"), **options
+    )
+    return batchscore.run(spec)
+
+
+def read_out(out: Path) -> pa.Table:
+    return pq.read_table(sorted(out.glob("*.parquet")))
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"),
+    [
+        ("logreg_zipmap", ["0", "1", "2"]),  # skl2onnx default: ZipMap cut out at load time
+        ("logreg", ["0", "1", "2"]),  # zipmap=False: the float tensor as is
+        ("forest", ["0", "1", "2"]),  # tree ensemble with ZipMap
+        ("strings", ["high", "low", "mid"]),  # string class labels, in the model's order
+    ],
+)
+def test_classifier_parity_with_direct_onnxruntime(models, dataset, tmp_path, name, labels):
+    files = dataset(files=2, rows=1500)
+    report = score(files, models[name], tmp_path / "out")
+    got = read_out(tmp_path / "out")
+    x = np.concatenate([table_matrix(f) for f in files])
+    want_label, want_prob = direct_run(models[name], x)
+    if isinstance(want_prob, list):  # ZipMap: a list of {label: probability}
+        want_prob = np.array([[row[k] for k in row] for row in want_prob], dtype=np.float32)
+    assert got.column_names == ["id", "segment", "prediction"] + [f"prob_{lab}" for lab in labels]
+    assert got["prediction"].to_pylist() == want_label.tolist()
+    probs = np.column_stack([got[f"prob_{lab}"].to_numpy() for lab in labels])
+    np.testing.assert_array_equal(probs, want_prob)
+    assert report.rows_read == report.rows_written == 3000
+
+
+def test_regressor_n1_output_becomes_prediction(models, dataset, tmp_path):
+    files = dataset(files=1, rows=700)
+    score(files, models["regressor"], tmp_path / "out")
+    got = read_out(tmp_path / "out")
+    (want,) = direct_run(models["regressor"], table_matrix(files[0]))
+    assert want.shape == (700, 1)
+    assert got.column_names == ["id", "segment", "prediction"]
+    assert got.schema.field("prediction").type == pa.float32()
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want[:, 0])
+
+
+def test_float64_input_model_is_fed_float64(models, dataset, tmp_path):
+    files = dataset(files=1, rows=500)
+    score(files, models["regressor64"], tmp_path / "out")
+    got = read_out(tmp_path / "out")
+    (want,) = direct_run(models["regressor64"], table_matrix(files[0], np.float64))
+    assert got.schema.field("prediction").type == pa.float64()
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), want[:, 0])
+
+
+def test_generic_outputs_become_columns_named_after_them(models, dataset, tmp_path):
+    files = dataset(files=1, rows=300)
+    score(files, models["generic"], tmp_path / "out")
+    got = read_out(tmp_path / "out")
+    total, doubled = direct_run(models["generic"], table_matrix(files[0]))
+    assert got.column_names == ["id", "segment", "total", "doubled"]
+    np.testing.assert_array_equal(got["total"].to_numpy(), total)
+    np.testing.assert_array_equal(np.array(got["doubled"].to_pylist(), dtype=np.float32), doubled)
+
+
+def test_prob_format_list(models, dataset, tmp_path):
+    files = dataset(files=1, rows=200)
+    score(files, models["logreg"], tmp_path / "out", prob_format="list")
+    got = read_out(tmp_path / "out")
+    _, want = direct_run(models["logreg"], table_matrix(files[0]))
+    assert got.schema.field("probabilities").type == pa.list_(pa.float32())
+    np.testing.assert_array_equal(np.array(got["probabilities"].to_pylist(), dtype=np.float32), want)
+
+
+def test_one_part_per_file_in_sorted_order_rows_in_order(models, dataset, tmp_path):
+    files = dataset(files=3, rows=2500)
+    score(tmp_path / "in", models["logreg"], tmp_path / "out", batch_size=700)
+    parts = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert parts == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    for i, f in enumerate(files):
+        part = pq.read_table(tmp_path / "out" / f"part-{i:05d}.parquet")
+        source = pq.read_table(f)
+        assert part["id"].equals(source["id"])
+        assert part["segment"].equals(source["segment"])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=900), min_size=1, max_size=4),
+    batch_size=st.integers(min_value=1, max_value=1000),
+)
+def test_rows_out_equal_rows_in_whatever_the_batching(models, tmp_path_factory, sizes, batch_size):
+    root = tmp_path_factory.mktemp("prop")
+    tables = []
+    start = 0
+    for i, n in enumerate(sizes):
+        tables.append(make_table(n, seed=i, start_id=start))
+        start += n
+    write_files(root / "in", tables, row_group_size=333)
+    report = score(root / "in", models["logreg"], root / "out", batch_size=batch_size)
+    got = read_out(root / "out")
+    assert report.rows_written == sum(sizes) == got.num_rows
+    assert got["id"].to_pylist() == list(range(sum(sizes)))
+    if sum(sizes):
+        x = np.concatenate([np.column_stack([t[c].to_numpy() for c in FEATURES]) for t in tables]).astype(np.float32)
+        _, want = direct_run(models["logreg"], x)
+        np.testing.assert_allclose(got["prob_0"].to_numpy(), want[:, 0], rtol=1e-5, atol=1e-7)
+
+
+def test_hive_partition_folders_become_string_columns(models, tmp_path):
+    write_files(tmp_path / "in" / "ds=2026-11-20" / "region=eu", [make_table(100, seed=1)])
+    write_files(tmp_path / "in" / "ds=2026-11-21" / "region=us", [make_table(50, seed=2)])
+    spec = JobSpec(
+        inputs=(str(tmp_path / "in"),), model=str(models["logreg"]), out=str(tmp_path / "out"), features=tuple(FEATURES)
+    )
+    report = batchscore.run(spec)  # keep defaults to every non-feature column, partitions included
+    got = read_out(tmp_path / "out")
+    assert report.keep == ["id", "segment", "ds", "region"]
+    assert report.features == FEATURES
+    assert got.schema.field("ds").type == pa.string()
+    assert got["ds"].to_pylist() == ["2026-11-20"] * 100 + ["2026-11-21"] * 50
+    assert got["region"].to_pylist() == ["eu"] * 100 + ["us"] * 50
+
+
+def _with_nulls(tmp_path: Path) -> Path:
+    table = make_table(10, seed=3)
+    f2 = table["f2"].to_pylist()
+    f2[1] = f2[4] = None
+    table = table.set_column(table.schema.get_field_index("f2"), "f2", pa.array(f2, pa.float64()))
+    return write_files(tmp_path / "nulls", [table])[0]
+
+
+def test_on_null_error_names_column_file_and_count(models, tmp_path):
+    path = _with_nulls(tmp_path)
+    with pytest.raises(NullValuesError, match=r"'f2' has 2 null value\(s\) in .*part-0.parquet; pass --on-null"):
+        score(path, models["logreg"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_on_null_fill_uses_fill_value(models, tmp_path):
+    path = _with_nulls(tmp_path)
+    report = score(path, models["logreg"], tmp_path / "out", on_null="fill", fill_value=1.5)
+    x = table_matrix(path)
+    x[[1, 4], 2] = 1.5
+    _, want = direct_run(models["logreg"], x)
+    np.testing.assert_array_equal(read_out(tmp_path / "out")["prob_1"].to_numpy(), want[:, 1])
+    assert report.null_counts == {"f2": 2}
+
+
+def test_on_null_skip_keeps_row_with_null_outputs(models, tmp_path):
+    path = _with_nulls(tmp_path)
+    report = score(path, models["logreg"], tmp_path / "out", on_null="skip")
+    got = read_out(tmp_path / "out")
+    assert got.num_rows == 10
+    for col in ("prediction", "prob_0", "prob_1", "prob_2"):
+        assert got[col].null_count == 2
+        assert got[col][1].as_py() is None and got[col][4].as_py() is None
+    assert report.rows_null_output == 2
+    _, want = direct_run(models["logreg"], table_matrix(path))
+    assert got["prob_0"][0].as_py() == pytest.approx(float(want[0, 0]))
+
+
+def test_numeric_types_of_any_width_are_cast(models, tmp_path):
+    base = make_table(40, seed=4)
+    table = base.set_column(2, "f0", base["f0"].cast(pa.float32()))
+    ints = pa.array(np.arange(40, dtype=np.int16))
+    table = table.set_column(3, "f1", ints)
+    table = table.set_column(4, "f2", pa.array([i % 2 == 0 for i in range(40)]))
+    table = table.set_column(5, "f3", pa.array(base["f3"].to_pylist(), pa.float64()).cast(pa.decimal128(20, 6)))
+    path = write_files(tmp_path / "typed", [table])[0]
+    score(path, models["logreg"], tmp_path / "out")
+    x = np.column_stack(
+        [
+            base["f0"].cast(pa.float32()).to_numpy(),
+            np.arange(40),
+            [i % 2 == 0 for i in range(40)],
+            np.round(base["f3"].to_numpy(), 6),
+            base["f4"].to_numpy(),
+            base["f5"].to_numpy(),
+        ]
+    ).astype(np.float32)
+    _, want = direct_run(models["logreg"], x)
+    np.testing.assert_allclose(read_out(tmp_path / "out")["prob_0"].to_numpy(), want[:, 0], rtol=1e-5)
+
+
+def test_report_file_and_footer_metadata(models, dataset, tmp_path):
+    dataset(files=2, rows=100)
+    report_path = tmp_path / "r" / "report.json"
+    report = score(tmp_path / "in", models["logreg"], tmp_path / "out", report=str(report_path))
+    data = json.loads(report_path.read_text())
+    assert data["rows_read"] == data["rows_written"] == 200
+    assert data["provider"] == "CPUExecutionProvider"
+    assert data["model_sha256"] == report.model_sha256
+    assert len(data["files"]) == 2 and data["files"][0]["rows"] == 100
+    assert data["peak_rss_mb"] > 0 and data["rows_per_s"] > 0
+    meta = batchscore.writer.read_metadata(str(tmp_path / "out" / "part-00000.parquet"))
+    assert meta["model_sha256"] == report.model_sha256
+    assert meta["provider"] == "CPUExecutionProvider"
+    assert meta["features"] == FEATURES
+    assert meta["run_id"] == report.run_id
