@@ -31,11 +31,11 @@ from batchscore.features import FeatureAssembler, FeaturePlan, plan_features
 from batchscore.model import Model, decode_outputs
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
 from batchscore.spec import JobSpec
-from batchscore.writer import OutputDir
+from batchscore.writer import OutputDir, dictionary_columns
 
 log = logging.getLogger("batchscore")
 
-QUEUE_DEPTH = 2
+QUEUE_DEPTH = 1
 
 
 @dataclass(frozen=True)
@@ -171,20 +171,18 @@ def _stream(ready: Prepared, out: OutputDir, report: RunReport, progress: Progre
                 yield index, batch
             yield index, None
 
+    dictionary = dictionary_columns(schema, also=[o.name for o in plan.outputs if o.role == "label"])
+
     def write(items: Iterator[tuple[int, pa.RecordBatch | None]]) -> None:
-        writer = None
+        part = None
         for index, batch in items:
-            if writer is None:
-                writer = out.open_part(index, schema)
+            if part is None:
+                part = out.open_part(index, schema, dictionary=dictionary)
             if batch is None:
-                writer.close()
-                writer = None
+                part.close()
+                part = None
             else:
-                try:
-                    writer.write_batch(batch)
-                except OSError as exc:
-                    msg = f"cannot write output part {index} into {out.staging}: {exc}; check free space"
-                    raise OutputError(msg) from exc
+                part.write(batch)
 
     reader = Prefetch(read(), depth=QUEUE_DEPTH, name="batchscore-read")
     sink: Sink[tuple[int, pa.RecordBatch | None]] = Sink(write, depth=QUEUE_DEPTH, name="batchscore-write")

@@ -64,3 +64,16 @@ def test_unloadable_model_names_the_file(tmp_path):
     bad.write_bytes(b"\x00\x01garbage")
     with pytest.raises(ModelError, match=r"bad.onnx"):
         Model(str(bad), device="cpu")
+
+
+def test_io_binding_path_gives_the_same_numbers(models):
+    """The GPU path's IO binding, exercised with CPU buffers so it runs in CI too."""
+    model = Model(str(models["logreg_zipmap"]), device="cpu")
+    model._bind_device = "cpu"
+    x, _ = training_data(rows=70, seed=5)
+    plain = model.run({"X": x})
+    for rows in (70, 70, 13):  # a reused buffer, then a last-batch shape
+        bound = dict(zip(model.output_names, model._run_bound({"X": x[:rows]}), strict=True))
+        np.testing.assert_array_equal(bound["output_label"], plain["output_label"][:rows])
+        np.testing.assert_array_equal(bound["output_probability"], plain["output_probability"][:rows])
+    assert len(model._device_inputs) == 2
