@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pyarrow as pa
 from onnx import helper
@@ -104,7 +105,7 @@ class Model:
 
     def _classify(self) -> Kind:
         outs = self.outputs
-        if self.class_labels is not None and len(outs) == 2:
+        if len(outs) == 2:
             label, probs = outs
             if (
                 label.dtype is not None
@@ -113,7 +114,11 @@ class Model:
                 and probs.shape is not None
                 and len(probs.shape) == 2
             ):
-                return "classifier"
+                width = probs.shape[1]
+                if self.class_labels is None and isinstance(width, int):
+                    self.class_labels = list(range(width))  # labels not recorded: class indices
+                if self.class_labels is not None:
+                    return "classifier"
         if len(outs) == 1 and outs[0].dtype in _FLOAT_TYPES and outs[0].shape is not None:
             shape = outs[0].shape
             if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
@@ -287,6 +292,8 @@ def _type_str(type_proto: onnx.TypeProto) -> str:
 
 
 def _class_labels(proto: onnx.ModelProto) -> list[str] | list[int] | None:
+    """Labels from a classifier node's attributes (ai.onnx.ml), or from the ``classes``
+    initializer that skl2onnx gathers labels from in graphs without one (MLP, ...)."""
     for node in proto.graph.node:
         for attr in node.attribute:
             if attr.name in _LABEL_ATTRS:
@@ -294,6 +301,11 @@ def _class_labels(proto: onnx.ModelProto) -> list[str] | list[int] | None:
                 if attr.name == "classlabels_strings":
                     return [v.decode() if isinstance(v, bytes) else str(v) for v in value]
                 return [int(v) for v in value]
+    gathered = {n.input[0] for n in proto.graph.node if n.op_type == "ArrayFeatureExtractor" and n.input}
+    for init in proto.graph.initializer:
+        if init.name == "classes" and init.name in gathered:
+            values = onnx.numpy_helper.to_array(init).ravel().tolist()
+            return [v.decode() if isinstance(v, bytes) else v for v in values]
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 from onnx import TensorProto, helper
 from skl2onnx import to_onnx
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -79,6 +82,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     forest = RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0).fit(x, y)
     names = np.array(["low", "mid", "high"])[y]
     strings = LogisticRegression(max_iter=500).fit(x, names)
+    with warnings.catch_warnings():  # a few iterations are enough for a parity fixture
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = MLPClassifier(hidden_layer_sizes=(8,), max_iter=50, random_state=0).fit(x, names)
     regressor = LinearRegression().fit(x, x[:, 0] * 2 + 1)
     regressor64 = LinearRegression().fit(x.astype(np.float64), x[:, 0] * 2 + 1)
     out = {
@@ -86,6 +92,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "logreg": save(to_onnx(logreg, x[:1], options={"zipmap": False}), folder / "logreg.onnx"),
         "forest": save(to_onnx(forest, x[:1]), folder / "forest.onnx"),
         "strings": save(to_onnx(strings, x[:1]), folder / "strings.onnx"),
+        "mlp": save(to_onnx(mlp, x[:1], options={"zipmap": False}), folder / "mlp.onnx"),
         "regressor": save(to_onnx(regressor, x[:1]), folder / "regressor.onnx"),
         "regressor64": save(to_onnx(regressor64, x[:1].astype(np.float64)), folder / "regressor64.onnx"),
         "generic": save(generic_model(), folder / "generic.onnx"),

@@ -17,6 +17,7 @@ from batchscore.errors import ModelError
         ("logreg", "classifier", [0, 1, 2], False),
         ("forest", "classifier", [0, 1, 2], True),
         ("strings", "classifier", ["high", "low", "mid"], True),
+        ("mlp", "classifier", ["high", "low", "mid"], False),
         ("regressor", "regressor", None, False),
         ("generic", "generic", None, False),
     ],

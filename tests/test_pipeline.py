@@ -36,6 +36,7 @@ def read_out(out: Path) -> pa.Table:
         ("logreg", ["0", "1", "2"]),  # zipmap=False: the float tensor as is
         ("forest", ["0", "1", "2"]),  # tree ensemble with ZipMap
         ("strings", ["high", "low", "mid"]),  # string class labels, in the model's order
+        ("mlp", ["high", "low", "mid"]),  # no classifier node: labels from skl2onnx's 'classes' initializer
     ],
 )
 def test_classifier_parity_with_direct_onnxruntime(models, dataset, tmp_path, name, labels):
