@@ -10,7 +10,8 @@
     +-- ModelError                  exit 4  model unreadable or unsupported
     |   +-- DeviceUnavailableError  exit 4  the requested device cannot be used
     +-- OutputError                 exit 5  output cannot be written
-        +-- OutputExistsError       exit 5  output exists and mode=error
+        +-- OutputExistsError       exit 5  output exists and mode=error, or cannot be resumed
+        +-- OutputLockedError       exit 5  another live run is writing the same output
 
 Every message is one line: where (file, column, model input), what was expected,
 what was found, and the fix. Errors take a single message argument so that they
@@ -28,6 +29,7 @@ __all__ = [
     "NullValuesError",
     "OutputError",
     "OutputExistsError",
+    "OutputLockedError",
     "SchemaMismatchError",
 ]
 
@@ -83,3 +85,7 @@ class OutputError(BatchScoreError):
 
 class OutputExistsError(OutputError):
     """The output folder already holds output and mode is 'error'."""
+
+
+class OutputLockedError(OutputError):
+    """Another live run holds the output folder's lock."""

@@ -8,6 +8,7 @@ them, so a slow stage makes the others wait instead of piling batches up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import resource
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +25,14 @@ from typing import Any
 import onnxruntime as ort
 import pyarrow as pa
 
+from batchscore import manifest
 from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
-from batchscore.errors import OutputError
+from batchscore.errors import JobSpecError, ModelError, OutputError
 from batchscore.features import FeatureAssembler, FeaturePlan, plan_features
 from batchscore.model import Model, decode_outputs
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
+from batchscore.rowfilter import RowFilter
 from batchscore.spec import JobSpec
 from batchscore.writer import OutputDir, dictionary_columns
 
@@ -69,6 +72,9 @@ class RunReport:
     rows_read: int = 0
     rows_written: int = 0
     rows_null_output: int = 0
+    rows_filtered: int = 0
+    parts_skipped: int = 0
+    """Parts a resumed run found already committed and did not score again."""
     null_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     rows_per_s: float = 0.0
@@ -82,19 +88,53 @@ class RunReport:
 
 @dataclass
 class Prepared:
-    """A run checked and ready: files scanned, model loaded, columns mapped."""
+    """A run checked and ready: files scanned, model loaded (and its pin checked), columns mapped."""
 
     spec: JobSpec
     files: list[InputFile]
     model: Model
     plan: FeaturePlan
+    row_filter: RowFilter | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes the output's data and layout; a resumed run must agree on all of it."""
+        spec = self.spec
+        return {
+            "features": list(self.plan.features),
+            "keep": list(self.plan.keep),
+            "outputs": [o.name for o in self.plan.outputs],
+            "on_null": spec.on_null,
+            "fill_value": spec.fill_value,
+            "filter": spec.filter,
+            "compression": spec.compression,
+            "partition_by": list(spec.partition_by or ()),
+        }
 
 
 def prepare(spec: JobSpec) -> Prepared:
-    """Everything that can fail before the first row: inputs, model, device, mapping."""
+    """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
     files = scan(resolve_inputs(spec.inputs))
     model = Model(spec.model, device=spec.device, threads=spec.threads)
+    if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
+        msg = (
+            f"model {spec.model} has sha256 {model.sha256}, but the job pins {spec.model_sha256.lower()}; "
+            "score with the approved model, or update the pin after review"
+        )
+        raise ModelError(msg)
     plan = plan_features(files, model, spec)
+    row_filter = RowFilter(spec.filter) if spec.filter else None
+    if row_filter is not None:
+        for file in files:
+            row_filter.check(file.columns, source=file.path)
+    if spec.partition_by:
+        columns = list(plan.keep) + [o.name for o in plan.outputs]
+        unknown = [c for c in spec.partition_by if c not in columns]
+        if unknown or len(spec.partition_by) >= len(columns):
+            msg = (
+                f"partition_by names {', '.join(map(repr, unknown or spec.partition_by))}, but the output columns are "
+                f"{', '.join(columns)}; partition by kept columns (and keep at least one other column)"
+            )
+            raise JobSpecError(msg)
     log.info(
         "%d file(s), %d rows; model %s (%s, %d features) on %s",
         len(files),
@@ -104,11 +144,11 @@ def prepare(spec: JobSpec) -> Prepared:
         len(plan.features),
         model.provider,
     )
-    return Prepared(spec=spec, files=files, model=model, plan=plan)
+    return Prepared(spec=spec, files=files, model=model, plan=plan, row_filter=row_filter)
 
 
 def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport:
-    """Score every input file into ``spec.out``; all or nothing."""
+    """Score every input file into ``spec.out``: all or nothing, or part by part with ``mode="resume"``."""
     started = time.perf_counter()
     ready = prepare(spec)
     files, model, plan = ready.files, ready.model, ready.plan
@@ -136,14 +176,49 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "features": list(plan.features),
         "batchscore_version": __version__,
     }
-    out = OutputDir(spec.out, mode=spec.mode, run_id=run_id, metadata=metadata)
-    out.prepare()
+    header = {
+        "run_id": run_id,
+        "job_file": spec.job,
+        "spec": dataclasses.asdict(spec),
+        "spec_hash": manifest.spec_hash(ready.settings()),
+        "model": spec.model,
+        "model_sha256": model.sha256,
+        "onnxruntime_version": ort.__version__,
+        "provider": model.provider,
+        "batchscore_version": __version__,
+        "features": list(plan.features),
+        "keep": list(plan.keep),
+        "inputs": [{"path": f.path, "rows": f.num_rows, "size": f.size, "mtime_ns": f.mtime_ns} for f in files],
+        "started_at": report.started_at,
+    }
+    out = OutputDir(
+        spec.out,
+        mode=spec.mode,
+        run_id=run_id,
+        metadata=metadata,
+        compression=spec.compression,
+        partition_by=spec.partition_by,
+        header=header,
+    )
+    todo = out.open(files)
     try:
-        _stream(ready, out, report, progress)
-        report.parts = out.commit(len(files))
-    except BaseException:
-        out.abort()
-        raise
+        report.parts_skipped = len(files) - len(todo)
+        if out.complete:
+            log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
+            report.parts = [os.path.join(spec.out, f) for i in sorted(out.parts) for f in out.parts[i]["files"]]
+        else:
+            _stream(ready, todo, out, report, progress)
+            entries = [out.parts[i] for i in sorted(out.parts)]
+            lineage = {
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - started, 3),
+                "runs": sorted({e["run_id"] for e in entries}),
+                "rows_written": sum(e["rows"] for e in entries),
+                "null_counts": _sum_counts(e["null_counts"] for e in entries),
+            }
+            report.parts = out.commit(len(files), lineage)
+    finally:
+        out.close()
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
@@ -152,8 +227,39 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     return report
 
 
-def _stream(ready: Prepared, out: OutputDir, report: RunReport, progress: ProgressCallback | None) -> None:
-    spec, files, model, plan = ready.spec, ready.files, ready.model, ready.plan
+@dataclass(frozen=True)
+class _PartEnd:
+    """Sent to the writer after a part's last batch."""
+
+    null_counts: dict[str, int]
+
+
+class _PartBatches:
+    """The batches of one part as they come through the writer's queue, up to its end marker."""
+
+    def __init__(self, first: pa.RecordBatch | _PartEnd, items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]):
+        self._first = first
+        self._items = items
+        self.rows = 0
+        self.end: _PartEnd | None = None
+        """Set once the end marker arrived; None if the queue was abandoned mid-part."""
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        item = self._first
+        while not isinstance(item, _PartEnd):
+            self.rows += item.num_rows
+            yield item
+            following = next(self._items, None)
+            if following is None:
+                return
+            item = following[1]
+        self.end = item
+
+
+def _stream(
+    ready: Prepared, todo: list[int], out: OutputDir, report: RunReport, progress: ProgressCallback | None
+) -> None:
+    spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
     schema = plan.output_schema(files[0])
     assembler = FeatureAssembler(
         plan.features,
@@ -163,58 +269,87 @@ def _stream(ready: Prepared, out: OutputDir, report: RunReport, progress: Progre
         fill_value=spec.fill_value,
     )
     keep_count = len(plan.keep)
-    total_rows = sum(f.num_rows for f in files)
+    total_rows = sum(files[i].num_rows for i in todo)
+    columns = plan.read_columns
+    filter_only = [c for c in row_filter.columns if c not in columns] if row_filter else []
+    filtered_out = [0]
 
     def read() -> Iterator[tuple[int, pa.RecordBatch | None]]:
-        for index, file in enumerate(files):
-            for batch in iter_batches(file, plan.read_columns, batch_size=spec.batch_size):
-                yield index, batch
+        for index in todo:
+            file = files[index]
+            for batch in iter_batches(file, columns + filter_only, batch_size=spec.batch_size):
+                if row_filter is None:
+                    yield index, batch
+                    continue
+                kept = row_filter.apply(batch, source=file.path)
+                filtered_out[0] += batch.num_rows - kept.num_rows
+                if kept.num_rows:
+                    yield index, kept.select(columns) if filter_only else kept
             yield index, None
 
     dictionary = dictionary_columns(schema, also=[o.name for o in plan.outputs if o.role == "label"])
 
-    def write(items: Iterator[tuple[int, pa.RecordBatch | None]]) -> None:
-        part = None
-        for index, batch in items:
-            if part is None:
-                part = out.open_part(index, schema, dictionary=dictionary)
-            if batch is None:
-                part.close()
-                part = None
-            else:
-                part.write(batch)
+    def write(items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]) -> None:
+        for index, first in items:
+            batches = _PartBatches(first, items)
+            names = out.write_part(index, schema, batches, dictionary=dictionary)
+            if batches.end is None:
+                return  # abandoned: the run failed
+            entry = manifest.part_entry(
+                index,
+                files[index],
+                files=names,
+                rows=batches.rows,
+                run_id=report.run_id,
+                null_counts=batches.end.null_counts,
+                committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            out.finish_part(index, entry)
 
     reader = Prefetch(read(), depth=QUEUE_DEPTH, name="batchscore-read")
-    sink: Sink[tuple[int, pa.RecordBatch | None]] = Sink(write, depth=QUEUE_DEPTH, name="batchscore-write")
+    sink: Sink[tuple[int, pa.RecordBatch | _PartEnd]] = Sink(write, depth=QUEUE_DEPTH, name="batchscore-write")
     files_done = 0
+    nulls_before: dict[str, int] = {}
     try:
         for index, batch in reader:
             if batch is None:
                 files_done += 1
-                sink.put((index, None))
-                log.debug("scored %s (%d/%d)", files[index].path, files_done, len(files))
+                nulls = {k: v - nulls_before.get(k, 0) for k, v in assembler.null_counts.items()}
+                nulls_before = dict(assembler.null_counts)
+                sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
+                log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
                 continue
             rows = batch.num_rows
             matrix, invalid = assembler.assemble(batch, source=files[index].path)
             values = model.run({plan.input_name: matrix})
             predicted = decode_outputs(plan.outputs, values, rows=rows, mask=invalid)
-            columns = batch.columns[:keep_count] + predicted
-            sink.put((index, pa.RecordBatch.from_arrays(columns, schema=schema)))
+            columns_out = batch.columns[:keep_count] + predicted
+            sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
             report.rows_read += rows
             report.rows_written += rows
             if invalid is not None:
                 report.rows_null_output += int(invalid.sum())
             if progress is not None:
-                progress(Progress(report.rows_written, total_rows, files_done, len(files)))
+                progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
         sink.close()
     except BaseException:
         sink.abandon()
         raise
     finally:
         reader.close()
+    report.rows_filtered = filtered_out[0]
+    report.rows_read += report.rows_filtered
     report.null_counts = {k: v for k, v in assembler.null_counts.items() if v}
     if progress is not None:
-        progress(Progress(report.rows_written, total_rows, files_done, len(files)))
+        progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
+
+
+def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, value in one.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def peak_rss_mb() -> float:

@@ -7,6 +7,7 @@ configures a run, so the two cannot drift.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -15,7 +16,8 @@ from batchscore.errors import JobSpecError
 Device = Literal["auto", "cpu", "cuda"]
 OnNull = Literal["error", "fill", "skip"]
 ProbFormat = Literal["columns", "list"]
-Mode = Literal["error", "overwrite"]
+Mode = Literal["error", "overwrite", "resume"]
+Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 
 DEFAULT_BATCH_SIZE = 65536
 
@@ -43,14 +45,25 @@ class JobSpec:
     prob_format: ProbFormat = "columns"
     prediction_col: str = "prediction"
     mode: Mode = "error"
+    """If ``out`` holds output: fail, replace it, or resume (keep parts already scored for the same inputs)."""
+    compression: Compression = "zstd"
+    partition_by: tuple[str, ...] | None = None
+    """Output columns to split the output by, as hive folders ``DIR/col=value/``."""
+    filter: str | None = None
+    """A SQL boolean expression over input columns; only matching rows are scored."""
+    model_sha256: str | None = None
+    """The approved model's sha256: any other model file is refused before a row is read."""
     report: str | None = None
     """Path of a JSON run report to write, if any."""
+    job: str | None = None
+    """The job file this spec came from (lineage only)."""
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, Device)
         _check_choice("on_null", self.on_null, OnNull)
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
+        _check_choice("compression", self.compression, Compression)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
             raise JobSpecError(msg)
@@ -66,7 +79,17 @@ class JobSpec:
             raise JobSpecError(msg)
         if not self.prediction_col:
             raise JobSpecError("prediction_col must not be empty")
-        for name in ("features", "keep"):
+        if self.model_sha256 is not None and not _SHA256.fullmatch(self.model_sha256):
+            msg = (
+                f"model sha256 pin must be 64 hex digits, got {self.model_sha256!r}; "
+                "copy it from `batchscore inspect MODEL` or `sha256sum MODEL`"
+            )
+            raise JobSpecError(msg)
+        if self.filter is not None:
+            from batchscore.rowfilter import RowFilter
+
+            RowFilter(self.filter)
+        for name in ("features", "keep", "partition_by"):
             cols = getattr(self, name)
             if cols is None:
                 continue
@@ -89,6 +112,9 @@ class JobSpec:
     def replace(self, **changes: object) -> JobSpec:
         """A copy with some fields changed, validated again."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
 
 
 def _check_choice(field: str, value: object, choices: object) -> None:

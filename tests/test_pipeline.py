@@ -97,7 +97,7 @@ def test_one_part_per_file_in_sorted_order_rows_in_order(models, dataset, tmp_pa
     files = dataset(files=3, rows=2500)
     score(tmp_path / "in", models["logreg"], tmp_path / "out", batch_size=700)
     parts = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert parts == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert parts == ["_SUCCESS", "_batchscore.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     for i, f in enumerate(files):
         part = pq.read_table(tmp_path / "out" / f"part-{i:05d}.parquet")
         source = pq.read_table(f)

@@ -1,0 +1,62 @@
+"""The optional row filter: a SQL boolean expression, evaluated per batch.
+
+Polars parses the SQL (``pl.sql_expr``) and computes a boolean mask; the batch
+itself stays in pyarrow, so kept columns keep their exact input types. As in a
+SQL ``WHERE``, rows where the expression is null are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from batchscore.errors import JobSpecError, SchemaMismatchError
+
+
+class RowFilter:
+    """``region = 'north' AND age >= 18``: which rows of a batch are scored."""
+
+    def __init__(self, sql: str) -> None:
+        import polars as pl
+
+        self.sql = sql
+        try:
+            self._expr = pl.sql_expr(sql)
+            self.columns: tuple[str, ...] = tuple(dict.fromkeys(self._expr.meta.root_names()))
+        except Exception as exc:  # polars raises several types for bad SQL
+            msg = f"filter {sql!r} is not a SQL expression polars reads: {_one_line(exc)}; write it as a WHERE clause"
+            raise JobSpecError(msg) from exc
+        if not self.columns:
+            msg = f"filter {sql!r} names no column; write a condition on input columns, e.g. \"region = 'north'\""
+            raise JobSpecError(msg)
+
+    def check(self, columns: Sequence[str], *, source: str) -> None:
+        """Fail before the first row if the filter names a column the data does not have."""
+        missing = [c for c in self.columns if c not in columns]
+        if missing:
+            msg = (
+                f"filter {self.sql!r} names column(s) {', '.join(map(repr, missing))} that {source} does not have "
+                f"(columns: {', '.join(columns)}); fix the filter"
+            )
+            raise SchemaMismatchError(msg)
+
+    def apply(self, batch: pa.RecordBatch, *, source: str) -> pa.RecordBatch:
+        """The rows of ``batch`` where the expression is true."""
+        import polars as pl
+
+        try:
+            frame = pl.from_arrow(batch.select(list(self.columns)))
+            assert isinstance(frame, pl.DataFrame)
+            mask = frame.select(self._expr).to_series()
+        except Exception as exc:
+            msg = f"filter {self.sql!r} cannot be evaluated on {source}: {_one_line(exc)}; check the column types"
+            raise SchemaMismatchError(msg) from exc
+        if mask.dtype != pl.Boolean:
+            msg = f"filter {self.sql!r} gives {mask.dtype} values, not true/false; write a condition (=, <, AND, IN)"
+            raise SchemaMismatchError(msg)
+        return batch.filter(mask.to_arrow())
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
