@@ -12,10 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: score the bundled demo data (data/demo) with its model into out/demo
+## demo: run the demo job (jobs/demo.toml): score data/demo with its model into out/demo
 demo: $(STAMP)
-	$(BIN)/batchscore score data/demo --model data/demo/model.onnx --out out/demo \
-		--keep application_id,region,product,ds --mode overwrite --report out/demo-report.json
+	$(BIN)/batchscore run jobs/demo.toml
+	@echo "scores written to out/demo (report: out/demo-report.json); first rows:"
 	$(BIN)/python -c "import polars as pl; print(pl.read_parquet('out/demo/*.parquet').head(5))"
 
 ## test: the test suite (no GPU needed; GPU tests skip)

@@ -15,8 +15,10 @@ from batchscore.errors import (
     NullValuesError,
     OutputError,
     OutputExistsError,
+    OutputLockedError,
     SchemaMismatchError,
 )
+from batchscore.jobfile import load_job
 from batchscore.model import Model
 from batchscore.pipeline import Progress, RunReport, run
 from batchscore.spec import JobSpec
@@ -32,9 +34,11 @@ __all__ = [
     "NullValuesError",
     "OutputError",
     "OutputExistsError",
+    "OutputLockedError",
     "Progress",
     "RunReport",
     "SchemaMismatchError",
     "__version__",
+    "load_job",
     "run",
 ]

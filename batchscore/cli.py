@@ -13,14 +13,17 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
+from batchscore import pipeline
 from batchscore._version import __version__
-from batchscore.errors import BatchScoreError
-from batchscore.pipeline import Progress, ProgressCallback, prepare, run
+from batchscore.errors import BatchScoreError, JobSpecError
+from batchscore.jobfile import load_job
+from batchscore.pipeline import Progress, ProgressCallback
 from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, split_columns
 
 log = logging.getLogger("batchscore")
@@ -53,6 +56,9 @@ Threads = Annotated[int | None, typer.Option(help="onnxruntime threads. Default:
 BatchSize = Annotated[int, typer.Option(help="Rows per inference call.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+LogFormat = Annotated[
+    str, typer.Option(metavar="text|json", help="Log lines as text, or as JSON objects (for log collectors).")
+]
 
 
 def _version(value: bool) -> None:
@@ -82,20 +88,37 @@ def score(
     threads: Threads = None,
     on_null: OnNull = "error",
     fill_value: Annotated[float, typer.Option(help="Value for nulls with --on-null fill.")] = 0.0,
+    filter: Annotated[
+        str | None, typer.Option(help="SQL condition on input columns; only matching rows are scored.")
+    ] = None,
     prob_format: Annotated[
         str, typer.Option(metavar="columns|list", help="Probabilities as prob_<label> columns or one list column.")
     ] = "columns",
     prediction_col: Annotated[str, typer.Option(help="Name of the prediction column.")] = "prediction",
     mode: Annotated[
-        str, typer.Option(metavar="error|overwrite", help="If DIR already holds output: fail, or replace it.")
+        str,
+        typer.Option(
+            metavar="error|overwrite|resume",
+            help="If DIR already holds output: fail, replace it, or keep the parts already scored for these inputs.",
+        ),
     ] = "error",
+    compression: Annotated[
+        str, typer.Option(metavar="zstd|snappy|gzip|lz4|brotli|none", help="Parquet compression.")
+    ] = "zstd",
+    partition_by: Annotated[
+        str | None, typer.Option(help="Comma-separated output columns to split into hive folders DIR/col=value/.")
+    ] = None,
+    model_sha256: Annotated[
+        str | None, typer.Option(help="Refuse (exit 4) any model file whose sha256 differs from this one.")
+    ] = None,
     report: Annotated[str | None, typer.Option(help="Write a JSON run report to this file.")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    log_format: LogFormat = "text",
 ) -> None:
     """Score INPUT... with the model into --out DIR (part-NNNNN.parquet, then _SUCCESS)."""
-    _setup_logging(quiet=quiet, verbose=verbose)
-    with _Errors():
+    _setup_logging(quiet=quiet, verbose=verbose, log_format=log_format)
+    with _Errors(log_format=log_format):
         spec = JobSpec(
             inputs=tuple(inputs),
             model=model,
@@ -107,19 +130,68 @@ def score(
             threads=threads,
             on_null=on_null,  # type: ignore[arg-type]
             fill_value=fill_value,
+            filter=filter,
             prob_format=prob_format,  # type: ignore[arg-type]
             prediction_col=prediction_col,
             mode=mode,  # type: ignore[arg-type]
+            compression=compression,  # type: ignore[arg-type]
+            partition_by=split_columns(partition_by),
+            model_sha256=model_sha256,
             report=report,
         )
-        with _Progress(quiet=quiet) as progress:
-            result = run(spec, progress=progress)
-    if not quiet:
-        nulls = f", {result.rows_null_output} null prediction(s)" if result.rows_null_output else ""
-        typer.echo(
-            f"scored {result.rows_written:,} rows from {len(result.files)} file(s) in {result.seconds:.1f} s "
-            f"({result.rows_per_s:,.0f} rows/s, {result.provider}){nulls} -> {result.output}"
-        )
+        _score(spec, quiet=quiet, log_format=log_format)
+
+
+@app.command("run")
+def run_job(
+    job: Annotated[str, typer.Argument(metavar="JOB", help="The job file, a TOML file (see jobs/).")],
+    ds: Annotated[
+        str | None,
+        typer.Option(help="The date YYYY-MM-DD for {ds}, {ds_nodash} and {yesterday_ds} in paths. Default: today."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="SECTION.KEY=VALUE",
+            help="Override a key of the job file, e.g. --set output.mode=overwrite (value read as TOML). Repeatable.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Check inputs, model, pin, mapping and output; print the plan; score nothing."),
+    ] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    log_format: LogFormat = "text",
+) -> None:
+    """Run the job declared in the TOML file JOB. Relative paths in it resolve against the job file's folder."""
+    _setup_logging(quiet=quiet, verbose=verbose, log_format=log_format)
+    with _Errors(log_format=log_format):
+        spec = load_job(job, ds=ds, overrides=overrides or ())
+        if dry_run:
+            plan = pipeline.dry_run(spec)
+            typer.echo(json.dumps(plan, indent=2) if log_format == "json" else _render(plan))
+            return
+        _score(spec, quiet=quiet, log_format=log_format)
+
+
+def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
+    with _Progress(quiet=quiet) as progress:
+        result = pipeline.run(spec, progress=progress)
+    if quiet:
+        return
+    if log_format == "json":
+        keys = ("run_id", "output", "rows_read", "rows_written", "rows_null_output", "parts_skipped", "seconds")
+        typer.echo(json.dumps({"event": "summary", **{k: getattr(result, k) for k in keys}}))
+        return
+    nulls = f", {result.rows_null_output} null prediction(s)" if result.rows_null_output else ""
+    skipped = f", {result.parts_skipped} part(s) already there" if result.parts_skipped else ""
+    files = len(result.files) - result.parts_skipped
+    typer.echo(
+        f"scored {result.rows_written:,} rows from {files} file(s) in {result.seconds:.1f} s "
+        f"({result.rows_per_s:,.0f} rows/s, {result.provider}){nulls}{skipped} -> {result.output}"
+    )
 
 
 @app.command()
@@ -135,8 +207,8 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping."""
-    _setup_logging(quiet=True, verbose=False)
-    with _Errors():
+    _setup_logging(quiet=True, verbose=False, log_format="text")
+    with _Errors(log_format="text"):
         spec = JobSpec(
             inputs=tuple(data or ["-"]),
             model=model,
@@ -147,7 +219,7 @@ def inspect(
             device=device,  # type: ignore[arg-type]
         )
         if data:
-            ready = prepare(spec)
+            ready = pipeline.prepare(spec)
             info = ready.model.describe()
             info["mapping"] = {
                 "files": len(ready.files),
@@ -183,19 +255,27 @@ def _render(info: dict[str, Any]) -> str:
 class _Errors:
     """Turn BatchScoreError into one line on stderr and its exit code; interrupts into 130/143."""
 
+    def __init__(self, *, log_format: str) -> None:
+        self.log_format = log_format
+
     def __enter__(self) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, BatchScoreError):
-            typer.echo(f"batchscore: error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code)
+            self._say(f"batchscore: error: {exc}", exc.exit_code)
         if isinstance(exc, KeyboardInterrupt):
-            typer.echo("batchscore: interrupted; nothing was committed", err=True)
-            raise typer.Exit(130)
+            self._say("batchscore: interrupted; nothing was committed (mode resume keeps finished parts)", 130)
         if isinstance(exc, _Terminated):
-            typer.echo("batchscore: terminated (SIGTERM); nothing was committed", err=True)
-            raise typer.Exit(143)
+            self._say("batchscore: terminated (SIGTERM); nothing was committed (mode resume keeps finished parts)", 143)
+
+    def _say(self, message: str, code: int) -> None:
+        if self.log_format == "json":
+            line = {"time": _now(), "level": "ERROR", "logger": "batchscore", "message": message, "exit_code": code}
+            typer.echo(json.dumps(line), err=True)
+        else:
+            typer.echo(message, err=True)
+        raise typer.Exit(code)
 
 
 class _Terminated(BaseException):
@@ -206,13 +286,35 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated
 
 
-def _setup_logging(*, quiet: bool, verbose: bool) -> None:
+def _setup_logging(*, quiet: bool, verbose: bool, log_format: str) -> None:
+    if log_format not in ("text", "json"):
+        typer.echo(f"batchscore: error: --log-format must be one of text|json, got {log_format!r}", err=True)
+        raise typer.Exit(JobSpecError.exit_code)
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": _now(record.created), "level": record.levelname, "logger": record.name}
+        line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def _now(created: float | None = None) -> str:
+    moment = datetime.fromtimestamp(created, UTC) if created is not None else datetime.now(UTC)
+    return moment.isoformat(timespec="milliseconds")
 
 
 class _Progress:

@@ -30,6 +30,7 @@ from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
 from batchscore.errors import JobSpecError, ModelError, OutputError
 from batchscore.features import FeatureAssembler, FeaturePlan, plan_features
+from batchscore.lock import LOCK, read_owner
 from batchscore.model import Model, decode_outputs
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
 from batchscore.rowfilter import RowFilter
@@ -176,21 +177,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "features": list(plan.features),
         "batchscore_version": __version__,
     }
-    header = {
-        "run_id": run_id,
-        "job_file": spec.job,
-        "spec": dataclasses.asdict(spec),
-        "spec_hash": manifest.spec_hash(ready.settings()),
-        "model": spec.model,
-        "model_sha256": model.sha256,
-        "onnxruntime_version": ort.__version__,
-        "provider": model.provider,
-        "batchscore_version": __version__,
-        "features": list(plan.features),
-        "keep": list(plan.keep),
-        "inputs": [{"path": f.path, "rows": f.num_rows, "size": f.size, "mtime_ns": f.mtime_ns} for f in files],
-        "started_at": report.started_at,
-    }
+    header = _header(ready, run_id=run_id, started_at=report.started_at)
     out = OutputDir(
         spec.out,
         mode=spec.mode,
@@ -225,6 +212,59 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     if spec.report:
         write_report(report, spec.report)
     return report
+
+
+def dry_run(spec: JobSpec) -> dict[str, Any]:
+    """Check everything a run would check, inputs to output folder, and say what it would do; score nothing."""
+    ready = prepare(spec)
+    files, model, plan = ready.files, ready.model, ready.plan
+    out = OutputDir(
+        spec.out, mode=spec.mode, run_id="dry-run", metadata={}, header=_header(ready, run_id="", started_at="")
+    )
+    todo = out.check(files)
+    owner = read_owner(os.path.join(spec.out, LOCK)) if os.path.exists(os.path.join(spec.out, LOCK)) else {}
+    if out.complete:
+        action = f"nothing to do: all {len(files)} part(s) are committed for these inputs and this model"
+    elif len(todo) < len(files):
+        action = f"resume: keep {len(files) - len(todo)} committed part(s), score {len(todo)}"
+    else:
+        action = f"score {len(todo)} file(s) into {len(todo)} part(s)"
+    return {
+        "job": spec.job,
+        "model": spec.model,
+        "model_sha256": model.sha256 + (" (matches the pin)" if spec.model_sha256 else " (not pinned)"),
+        "provider": model.provider,
+        "inputs": [f"{f.path} ({f.num_rows:,} rows)" for f in files],
+        "rows": sum(f.num_rows for f in files),
+        "features": list(plan.features),
+        "keep": list(plan.keep),
+        "filter": spec.filter or "none",
+        "outputs": [o.name for o in plan.outputs],
+        "output": f"{spec.out} (mode {spec.mode}, {spec.compression}"
+        + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
+        "action": action,
+        "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
+    }
+
+
+def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
+    """The manifest's identity and lineage: what made this output."""
+    spec, files, model, plan = ready.spec, ready.files, ready.model, ready.plan
+    return {
+        "run_id": run_id,
+        "job_file": spec.job,
+        "spec": dataclasses.asdict(spec),
+        "spec_hash": manifest.spec_hash(ready.settings()),
+        "model": spec.model,
+        "model_sha256": model.sha256,
+        "onnxruntime_version": ort.__version__,
+        "provider": model.provider,
+        "batchscore_version": __version__,
+        "features": list(plan.features),
+        "keep": list(plan.keep),
+        "inputs": [{"path": f.path, "rows": f.num_rows, "size": f.size, "mtime_ns": f.mtime_ns} for f in files],
+        "started_at": started_at,
+    }
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ class OutputDir:
         """True when resume finds the output already complete: nothing to score, nothing to commit."""
         self._lock = OutputLock(path, run_id=run_id)
         self._created = False
+        self._orphans: list[str] = []
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -89,11 +90,28 @@ class OutputDir:
             found.append(os.path.join(self.path, SUCCESS))
         return sorted(found)
 
-    def open(self, files: Sequence[InputFile]) -> list[int]:
-        """Lock the folder, check what it holds against the mode; return the indices of the files to score."""
+    def check(self, files: Sequence[InputFile]) -> list[int]:
+        """What this run would do, read-only: raise if the mode forbids it; the indices of the files to score."""
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             msg = f"output path {self.path} is a file, not a directory; pass --out with a directory"
             raise OutputError(msg)
+        existing = self.existing_output()
+        if existing and self.mode == "error":
+            msg = (
+                f"output directory {self.path} already holds output ({len(existing)} file(s), "
+                f"e.g. {os.path.relpath(existing[0], self.path)}); pass --mode overwrite to replace it, "
+                "--mode resume to finish it, or choose another --out"
+            )
+            raise OutputExistsError(msg)
+        self.parts = {}
+        if self.mode == "resume":
+            self._check_resume(files, existing)
+        return [i for i in range(len(files)) if i not in self.parts]
+
+    def open(self, files: Sequence[InputFile]) -> list[int]:
+        """Lock the folder, clean up after dead runs, check it against the mode; the indices of the files to score."""
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            self.check(files)  # raises the clear message
         self._created = not os.path.exists(self.path)
         try:
             os.makedirs(self.path, exist_ok=True)
@@ -103,28 +121,21 @@ class OutputDir:
         self._lock.acquire()
         try:
             self._remove_dead_staging()
-            existing = self.existing_output()
-            if existing and self.mode == "error":
-                msg = (
-                    f"output directory {self.path} already holds output ({len(existing)} file(s), "
-                    f"e.g. {os.path.relpath(existing[0], self.path)}); pass --mode overwrite to replace it, "
-                    "--mode resume to finish it, or choose another --out"
-                )
-                raise OutputExistsError(msg)
-            if self.mode == "resume":
-                self._start_resume(files, existing)
+            todo = self.check(files)
+            if self.mode == "resume" and not self.complete:
+                self._start_resume(len(files))
             os.makedirs(self.staging)
         except BaseException:
             self.close()
             raise
-        return [i for i in range(len(files)) if i not in self.parts]
+        return todo
 
     def _remove_dead_staging(self) -> None:
         for stale in glob.glob(os.path.join(glob.escape(self.path), f"{STAGING_PREFIX}*")):
             log.warning("removing %s, left by a run that did not finish", stale)
             shutil.rmtree(stale, ignore_errors=True)
 
-    def _start_resume(self, files: Sequence[InputFile], existing: list[str]) -> None:
+    def _check_resume(self, files: Sequence[InputFile], existing: list[str]) -> None:
         old = manifest.read(self.path)
         if old is None:
             if existing:
@@ -145,19 +156,22 @@ class OutputDir:
             index = entry.get("index")
             if isinstance(index, int) and index < len(files) and manifest.still_valid(entry, files[index], self.path):
                 self.parts[index] = entry
-        kept = {f for entry in self.parts.values() for f in entry["files"]}
-        orphans = [f for f in committed_files(self.path) if f not in kept]
+        self._orphans = [f for f in committed_files(self.path) if f not in self._kept_files()]
         done = os.path.exists(os.path.join(self.path, SUCCESS))
-        if len(self.parts) == len(files) and not orphans and done and old.get("complete"):
-            self.complete = True
-            return
-        log.info("resuming %s: %d of %d part(s) already committed", self.path, len(self.parts), len(files))
+        self.complete = len(self.parts) == len(files) and not self._orphans and done and bool(old.get("complete"))
+
+    def _start_resume(self, parts: int) -> None:
+        if self.parts:
+            log.info("resuming %s: %d of %d part(s) already committed", self.path, len(self.parts), parts)
         self._remove_success()
         manifest.write(self.path, self._manifest(complete=False))
-        for name in orphans:
+        for name in self._orphans:
             log.info("removing %s: not part of this output any more", name)
             os.remove(os.path.join(self.path, name))
         _remove_empty_dirs(self.path)
+
+    def _kept_files(self) -> set[str]:
+        return {f for entry in self.parts.values() for f in entry["files"]}
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -22,10 +22,12 @@ def test_public_api_is_exactly_this():
         "NullValuesError",
         "OutputError",
         "OutputExistsError",
+        "OutputLockedError",
         "Progress",
         "RunReport",
         "SchemaMismatchError",
         "__version__",
+        "load_job",
         "run",
     ]
     assert batchscore.__all__ == sorted(batchscore.__all__)
@@ -52,6 +54,7 @@ def test_errors_pickle_with_their_message_and_exit_code(name):
         (errors.DeviceUnavailableError, 4),
         (errors.OutputError, 5),
         (errors.OutputExistsError, 5),
+        (errors.OutputLockedError, 5),
     ],
 )
 def test_exit_codes(cls, code):
@@ -69,6 +72,12 @@ def test_exit_codes(cls, code):
         ({"features": ("a", "a")}, "features names 'a' more than once"),
         ({"keep": ("a", "")}, "keep has an empty column name"),
         ({"prob_format": "dict"}, "prob_format must be one of columns|list"),
+        ({"mode": "append"}, "mode must be one of error|overwrite|resume"),  # resume is the third mode
+        ({"compression": "lzo"}, "compression must be one of zstd|"),  # pyarrow cannot write lzo
+        ({"model_sha256": "abc"}, "64 hex digits"),  # a truncated pin is a typo, not a pin
+        ({"partition_by": ("region", "region")}, "partition_by names 'region' more than once"),
+        ({"filter": "region = "}, "not a SQL expression"),  # bad SQL fails at spec time, not mid-run
+        ({"filter": "1 = 1"}, "names no column"),
     ],
 )
 def test_spec_validation_names_the_field(changes, needle):
