@@ -24,8 +24,8 @@ test: $(STAMP)
 
 ## lint: ruff and mypy
 lint: $(STAMP)
-	$(BIN)/ruff check batchscore tests benchmarks data
-	$(BIN)/ruff format --check batchscore tests benchmarks data
+	$(BIN)/ruff check batchscore tests benchmarks data jobs
+	$(BIN)/ruff format --check batchscore tests benchmarks data jobs
 	$(BIN)/mypy
 
 ## bench: throughput and peak memory against hand-written loops (about 10 minutes)

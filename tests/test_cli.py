@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -265,3 +266,67 @@ def test_inspect_shows_model_and_mapping(models, dataset, tmp_path):
     assert "keep: id, segment" in mapped.stdout
     bad = cli("inspect", models["logreg"], "--data", tmp_path / "in")
     assert_clean_error(bad, 3, "wants 6 features", "id, f0")
+
+
+NIGHTLY = ROOT / "jobs" / "nightly_example.toml"
+
+
+def test_run_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    out = tmp_path / "scores"
+    result = cli("run", NIGHTLY, "--ds", "2026-11-19", "--set", f"output.path={out}", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "data/demo/ds=2026-11-19/part-0.parquet (51,000 rows)" in result.stdout
+    assert "(matches the pin)" in result.stdout
+    assert "action: score 1 file(s) into 1 part(s)" in result.stdout
+    assert f"output: {out} (mode resume, zstd)" in result.stdout
+    assert not out.exists()
+
+
+def test_run_dry_run_reports_what_a_resume_would_refuse(models, dataset, tmp_path):
+    dataset(files=1, rows=10)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[model]\npath = "{models["logreg"]}"\n[input]\npaths = "in"\nkeep = ["id"]\n[output]\npath = "out"\n'
+    )
+    assert cli("run", job).returncode == 0
+    result = cli("run", job, "--set", "output.mode=resume", "--set", "output.prob_format=list", "--dry-run")
+    assert_clean_error(result, 5, "cannot resume", "pass --mode overwrite")
+
+
+def test_run_refuses_a_model_that_is_not_the_pinned_one(tmp_path):
+    out = tmp_path / "scores"
+    result = cli(
+        "run", NIGHTLY, "--ds", "2026-11-19", "--set", f"output.path={out}", "--set", f"model.sha256={'0' * 64}"
+    )
+    assert_clean_error(result, 4, "data/demo/model.onnx has sha256 e8cfbd19", f"pins {'0' * 64}", "approved model")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("[output]\npath = 'o'\nmod = 'overwrite'\n", ["unknown key 'output.mod'", "did you mean 'mode'"]),  # typo
+        ("[run]\nbatch_size = '10'\n", ["'run.batch_size' must be an integer"]),  # wrong type
+        ("[model]\npath = 'm.onnx'\n", ["missing required key(s) 'input.paths', 'output.path'"]),  # incomplete
+    ],
+)
+def test_run_bad_job_file_exits_2_naming_file_and_key(tmp_path, text, needles):
+    job = tmp_path / "bad.toml"
+    job.write_text(text)
+    assert_clean_error(cli("run", job), 2, str(job), *needles)
+
+
+def test_json_logs_are_one_object_per_line(models, dataset, tmp_path):
+    dataset(files=1, rows=10)
+    args = ["score", tmp_path / "in", "-m", models["logreg"], "-o", tmp_path / "out", "--keep", KEEP]
+    result = cli(*args, "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines and {"time", "level", "logger", "message"} <= set(lines[0])
+    assert any(line["message"].startswith("committed 1 part(s)") for line in lines)
+    assert json.loads(result.stdout)["rows_written"] == 10
+
+    failed = cli(*args, "--log-format", "json")
+    assert failed.returncode == 5 and "Traceback" not in failed.stderr
+    error = json.loads(failed.stderr.splitlines()[-1])
+    assert error["level"] == "ERROR" and error["exit_code"] == 5 and "already holds output" in error["message"]

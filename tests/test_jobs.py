@@ -1,0 +1,118 @@
+"""Every file in jobs/ is run: the demo job, the nightly example, the Airflow DAG and the README's cron line."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT
+
+import batchscore
+from batchscore.model import file_sha256
+
+JOBS = ROOT / "jobs"
+BIN = Path(sys.executable).parent
+DEMO_ROWS = {"2026-11-17": 48_000, "2026-11-18": 52_000, "2026-11-19": 51_000, "2026-11-20": 49_000}
+
+
+def shell(command: str, *, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("path", sorted(JOBS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_job_file_loads(path):
+    spec = batchscore.load_job(str(path), ds="2026-11-20")
+    assert spec.job == str(path)
+    assert Path(spec.model).resolve() == ROOT / "data" / "demo" / "model.onnx"
+
+
+def test_nightly_example_pins_the_bundled_model_and_scores_one_day():
+    spec = batchscore.load_job(str(JOBS / "nightly_example.toml"), ds="2026-11-20")
+    assert spec.model_sha256 == file_sha256(spec.model)
+    assert spec.keep == ("application_id", "region", "product") and spec.mode == "resume"
+    assert spec.inputs == (str(JOBS / ".." / "data/demo/ds=2026-11-20/*.parquet").replace("jobs/../", ""),)
+    assert spec.out.endswith("out/nightly/ds=2026-11-20")
+
+
+def test_nightly_example_runs_from_any_folder(tmp_path):
+    """cron starts in $HOME: relative paths in the job file do not depend on it."""
+    job = JOBS / "nightly_example.toml"
+    result = shell(f"batchscore run {job} --ds 2026-11-17 --set 'output.path={tmp_path}/ds={{ds}}'", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    parts = list((tmp_path / "ds=2026-11-17").glob("*.parquet"))
+    assert sum(pq.read_metadata(p).num_rows for p in parts) == DEMO_ROWS["2026-11-17"]
+
+
+def dag_tree() -> ast.Module:
+    return ast.parse((JOBS / "airflow_dag.py").read_text())
+
+
+def dag_constant(name: str) -> str:
+    for node in dag_tree().body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise AssertionError(f"{name} not in jobs/airflow_dag.py")
+
+
+def test_airflow_dag_builds_the_nightly_command_and_a_duckdb_summary():
+    tree = dag_tree()
+    calls = {getattr(n.func, "id", None) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert {"DAG", "BashOperator", "PythonOperator"} <= calls
+    command = dag_constant("SCORE_COMMAND")
+    assert "batchscore run jobs/nightly_example.toml --ds {{ ds }}" in command
+
+    ds = "2026-11-18"  # a day no other test writes: tests run in parallel, and the lock would say so
+    rendered = command.replace("{{ ds }}", ds)
+    if not (ROOT / ".venv" / "bin" / "batchscore").exists():
+        rendered = rendered.replace(".venv/bin/batchscore", str(BIN / "batchscore"))
+    result = shell(rendered)
+    assert result.returncode == 0, result.stderr
+    assert all(json.loads(line)["logger"] == "batchscore" for line in result.stderr.splitlines())
+
+    # The downstream task's function, taken from the DAG file without importing Airflow.
+    def stdlib(node: ast.Import | ast.ImportFrom) -> bool:
+        names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        return all(str(n).split(".")[0] in sys.stdlib_module_names for n in names)
+
+    keep: list[ast.stmt] = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom) and stdlib(n)]
+    keep += [n for n in tree.body if isinstance(n, ast.Assign | ast.FunctionDef) and "SUMMARY" in ast.unparse(n)]
+    namespace: dict[str, object] = {}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), "jobs/airflow_dag.py", "exec"), namespace)
+    summary = namespace["summarize"](ds, str(ROOT))  # type: ignore[operator]
+    assert summary["applications"] == DEMO_ROWS[ds]
+    assert 0.05 < summary["avg_prob_bad"] < 0.3 and 0 < summary["bad"] < DEMO_ROWS[ds]
+
+
+def test_airflow_dag_imports_when_airflow_is_installed(monkeypatch):
+    pytest.importorskip("airflow")
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(JOBS / "airflow_dag.py"), include_examples=False)
+    assert not bag.import_errors
+    assert set(bag.dags["batchscore_nightly"].task_ids) == {"score", "summarize"}
+
+
+def test_readme_cron_line_runs(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```crontab\n(.*?)```", readme, flags=re.S)
+    assert block
+    line = next(ln for ln in block.group(1).splitlines() if ln and not ln.startswith("#"))
+    command = line.split(None, 5)[5]  # drop the five schedule fields
+    command = command.replace("\\%", "%").replace("/opt/batchscore/.venv/bin/", f"{BIN}/")
+    command = command.replace("/opt/batchscore/", f"{ROOT}/").replace("/var/log/", f"{tmp_path}/")
+    command = command.replace('"$(date -d yesterday +%F)"', "2026-11-17")
+    command = command.replace(
+        "jobs/nightly_example.toml", f"jobs/nightly_example.toml --set output.path={tmp_path}/out"
+    )
+    result = shell(command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "batchscore-nightly.log").read_text().splitlines()
+    assert json.loads(log[-1])["rows_written"] == DEMO_ROWS["2026-11-17"]
