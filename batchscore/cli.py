@@ -177,7 +177,7 @@ def run_job(
 
 
 def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
-    with _Progress(quiet=quiet) as progress:
+    with _Progress(quiet=quiet, bar=log_format == "text") as progress:
         result = pipeline.run(spec, progress=progress)
     if quiet:
         return
@@ -318,10 +318,11 @@ def _now(created: float | None = None) -> str:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; a log line every 10 s otherwise (cron, Airflow); nothing when quiet."""
+    """A tqdm bar on a terminal; a log line every 10 s otherwise (cron, Airflow, JSON logs); nothing when quiet."""
 
-    def __init__(self, *, quiet: bool) -> None:
+    def __init__(self, *, quiet: bool, bar: bool = True) -> None:
         self.quiet = quiet
+        self.use_bar = bar
         self.bar: Any = None
         self.redirect: Any = None
         self.last_log = 0.0
@@ -331,7 +332,7 @@ class _Progress:
         if self.quiet:
             return None
         self.started = self.last_log = time.monotonic()
-        if sys.stderr.isatty():
+        if self.use_bar and sys.stderr.isatty():
             return self._bar
         return self._log
 
