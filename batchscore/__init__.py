@@ -18,6 +18,7 @@ from batchscore.errors import (
     OutputLockedError,
     SchemaMismatchError,
 )
+from batchscore.frames import score
 from batchscore.jobfile import load_job
 from batchscore.model import Model
 from batchscore.pipeline import Progress, RunReport, run
@@ -41,4 +42,5 @@ __all__ = [
     "__version__",
     "load_job",
     "run",
+    "score",
 ]

@@ -24,7 +24,7 @@ from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError
 from batchscore.jobfile import load_job
 from batchscore.pipeline import Progress, ProgressCallback
-from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, split_columns
+from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, parse_assignments, split_columns
 
 log = logging.getLogger("batchscore")
 
@@ -50,6 +50,28 @@ Keep = Annotated[
     str | None,
     typer.Option(help="Comma-separated passthrough columns (ids). Default: every column that is not a feature."),
 ]
+InputMap = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        metavar="NAME=COL[,COL...]",
+        help="Feed model input NAME from these columns (repeatable). Default: the column named like the input.",
+    ),
+]
+OutputMap = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output",
+        metavar="NAME=COLUMN",
+        help="Keep only these outputs, renamed (repeatable); NAME: a default column (prediction, prob_<label>, "
+        "score) or a model output.",
+    ),
+]
+Threshold = Annotated[
+    float | None,
+    typer.Option(help="Binary classifiers: predict the positive (second) class when its probability >= this."),
+]
+WithScore = Annotated[bool, typer.Option("--with-score", help="Add a score column: the predicted class's probability.")]
 OnNull = Annotated[str, typer.Option(metavar="error|fill|skip", help="What to do with nulls in feature columns.")]
 Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.")]
 Threads = Annotated[int | None, typer.Option(help="onnxruntime threads. Default: one per available core.")]
@@ -83,6 +105,10 @@ def score(
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.", show_default=False)],
     features: Features = None,
     keep: Keep = None,
+    input_map: InputMap = None,
+    output_map: OutputMap = None,
+    threshold: Threshold = None,
+    with_score: WithScore = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
     device: Device = "auto",
     threads: Threads = None,
@@ -133,6 +159,10 @@ def score(
             filter=filter,
             prob_format=prob_format,  # type: ignore[arg-type]
             prediction_col=prediction_col,
+            input_columns={k: split_columns(v) or () for k, v in parse_assignments(input_map, flag="--input").items()},
+            output_columns=parse_assignments(output_map, flag="--output"),
+            threshold=threshold,
+            with_score=with_score,
             mode=mode,  # type: ignore[arg-type]
             compression=compression,  # type: ignore[arg-type]
             partition_by=split_columns(partition_by),
@@ -202,6 +232,10 @@ def inspect(
     ] = None,
     features: Features = None,
     keep: Keep = None,
+    input_map: InputMap = None,
+    output_map: OutputMap = None,
+    threshold: Threshold = None,
+    with_score: WithScore = False,
     on_null: OnNull = "error",
     device: Device = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
@@ -215,6 +249,10 @@ def inspect(
             out="-",
             features=split_columns(features),
             keep=split_columns(keep),
+            input_columns={k: split_columns(v) or () for k, v in parse_assignments(input_map, flag="--input").items()},
+            output_columns=parse_assignments(output_map, flag="--output"),
+            threshold=threshold,
+            with_score=with_score,
             on_null=on_null,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
         )
@@ -224,10 +262,11 @@ def inspect(
             info["mapping"] = {
                 "files": len(ready.files),
                 "rows": sum(f.num_rows for f in ready.files),
-                "input": ready.plan.input_name,
+                "inputs": {b.name: b.describe(ready.files[0]) for b in ready.plan.inputs},
                 "features": list(ready.plan.features),
                 "keep": list(ready.plan.keep),
                 "outputs": [o.name for o in ready.plan.outputs],
+                "rows_per_call": ready.plan.batch_dim or "any",
             }
         else:
             from batchscore.model import Model
@@ -236,19 +275,19 @@ def inspect(
     typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
 
 
-def _render(info: dict[str, Any]) -> str:
+def _render(info: dict[str, Any], indent: str = "") -> str:
     lines = []
     for key, value in info.items():
-        if isinstance(value, list) and value and key != "class_labels":
+        if isinstance(value, list) and value and key != "class_labels" and not indent:
             lines.append(f"{key}:")
             lines += [f"  {v}" for v in value]
         elif isinstance(value, dict):
-            lines.append(f"{key}:")
-            for k, v in value.items():
-                shown = ", ".join(map(str, v)) if isinstance(v, list) else v
-                lines.append(f"  {k}: {shown}")
+            lines.append(f"{indent}{key}:")
+            lines.append(_render(value, indent + "  "))
+        elif isinstance(value, list) and indent:
+            lines.append(f"{indent}{key}: {', '.join(map(str, value))}")
         else:
-            lines.append(f"{key}: {value}")
+            lines.append(f"{indent}{key}: {value}")
     return "\n".join(lines)
 
 

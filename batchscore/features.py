@@ -1,156 +1,75 @@
-"""RecordBatch -> the model's input matrix.
+"""RecordBatch -> the model's input tensors.
 
-:func:`plan_features` decides, before any row is scored, which columns feed the
-model and which pass through, and checks every input file against the model.
-:class:`FeatureAssembler` then fills a reused, preallocated C-contiguous buffer
-column by column, which is several times faster than ``np.column_stack``.
+:class:`FeatureAssembler` fills a reused, preallocated C-contiguous buffer
+column by column, which is several times faster than ``np.column_stack``;
+:class:`VectorAssembler` unpacks one list column into a ``[rows, F]`` matrix.
+Both cast to the input's type and refuse casts that would change values: a
+float with a fraction, or an integer out of range, going into an integer input.
+Which columns feed which input is decided beforehand, in :mod:`batchscore.mapping`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchscore.errors import JobSpecError, NullValuesError, SchemaMismatchError
-from batchscore.model import Model, OutputColumn
-from batchscore.reader import InputFile
-from batchscore.spec import JobSpec, OnNull
+from batchscore.errors import NullValuesError, SchemaMismatchError
+from batchscore.spec import OnNull
 
 
-@dataclass(frozen=True)
-class FeaturePlan:
-    """Which columns feed the model, which pass through, and what scoring adds."""
-
-    features: tuple[str, ...]
-    keep: tuple[str, ...]
-    input_name: str
-    dtype: np.dtype[np.floating]
-    outputs: tuple[OutputColumn, ...]
-
-    @property
-    def read_columns(self) -> list[str]:
-        """The only columns read from the files: passthroughs, then features."""
-        return list(self.keep) + [f for f in self.features if f not in self.keep]
-
-    def output_schema(self, reference: InputFile) -> pa.Schema:
-        """Keep columns with their input types, then the prediction columns."""
-        fields = [reference.field(c).with_nullable(True) for c in self.keep]
-        return pa.schema(fields + [pa.field(o.name, o.type) for o in self.outputs])
-
-
-def is_numeric(dtype: pa.DataType) -> bool:
-    """Column types a numeric feature may have: ints, floats, bools, decimals."""
-    return bool(
-        pa.types.is_integer(dtype)
-        or pa.types.is_floating(dtype)
-        or pa.types.is_boolean(dtype)
-        or pa.types.is_decimal(dtype)
-    )
-
-
-def plan_features(files: Sequence[InputFile], model: Model, spec: JobSpec) -> FeaturePlan:
-    """Map columns to the model and check every file; raise before the first row is scored."""
-    first = files[0]
-    model_input = model.input
-    if spec.features is not None:
-        features = spec.features
-    else:
-        excluded = set(spec.keep or ()) | set(first.partitions)
-        features = tuple(c for c in first.schema.names if c not in excluded and is_numeric(first.field(c).type))
-    keep = spec.keep if spec.keep is not None else tuple(c for c in first.columns if c not in features)
-
-    for file in files:
-        _check_file(file, first, features, keep)
-
-    want = model.feature_dim
-    if want is not None and len(features) != want:
-        where = "the --features list has" if spec.features is not None else "the data has"
-        listed = ", ".join(features)
-        fix = (
-            "pass --features with exactly the model's columns in training order"
-            if spec.features is not None
-            else "pass --keep with the id and other non-feature numeric columns, or --features with the model's columns"
-        )
-        msg = (
-            f"model input {model_input.name!r} wants {want} features, but {where} {len(features)} "
-            f"numeric feature columns ({listed}) in {first.path}; {fix}"
-        )
-        raise SchemaMismatchError(msg)
-    if not features:
-        msg = f"no numeric feature column found in {first.path} (columns: {', '.join(first.columns)}); pass --features"
-        raise SchemaMismatchError(msg)
-
-    outputs = tuple(model.output_columns(prediction_col=spec.prediction_col, prob_format=spec.prob_format))
-    clashes = [o.name for o in outputs if o.name in keep]
-    if clashes:
-        msg = (
-            f"output column(s) {', '.join(map(repr, clashes))} would overwrite input column(s) of the same name; "
-            "pass --prediction-col NAME, or leave them out of --keep"
-        )
-        raise JobSpecError(msg)
-
-    if spec.on_null == "error":
-        for file in files:
-            for col in features:
-                nulls = file.null_counts.get(col)
-                if nulls:
-                    raise NullValuesError(_null_message(col, file.path, nulls))
-    assert model_input.dtype is not None
-    return FeaturePlan(
-        features=tuple(features),
-        keep=tuple(keep),
-        input_name=model_input.name,
-        dtype=np.dtype(model_input.dtype),
-        outputs=outputs,
-    )
-
-
-def _check_file(file: InputFile, first: InputFile, features: Sequence[str], keep: Sequence[str]) -> None:
-    available = file.columns
-    missing = [c for c in (*features, *keep) if c not in available]
-    if missing:
-        role = "feature" if missing[0] in features else "keep"
-        msg = (
-            f"{role} column(s) {', '.join(map(repr, missing))} not found in {file.path} "
-            f"(it has: {_short_list(available)}); fix the column list or the input"
-        )
-        raise SchemaMismatchError(msg)
-    for col in features:
-        dtype = file.field(col).type
-        if not is_numeric(dtype):
-            msg = (
-                f"feature column {col!r} in {file.path} is {dtype}, but model features must be numeric "
-                "(int, float, bool or decimal); leave it out of --features or pass it through with --keep"
-            )
-            raise SchemaMismatchError(msg)
-    for col in keep:
-        expected, found = first.field(col).type, file.field(col).type
-        if found != expected:
-            msg = (
-                f"keep column {col!r} is {found} in {file.path} but {expected} in {first.path}; "
-                "every input file must give a passthrough column the same type"
-            )
-            raise SchemaMismatchError(msg)
-
-
-def _short_list(names: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _null_message(col: str, path: str, nulls: int) -> str:
+def null_message(col: str, path: str, nulls: int) -> str:
+    """The error for nulls in a feature column with on_null='error'."""
     return (
         f"feature column {col!r} has {nulls} null value(s) in {path}; pass --on-null fill "
         "(with --fill-value) or --on-null skip, or clean the input"
     )
 
 
+def check_values(values: np.ndarray, dtype: np.dtype[Any], *, column: str, input_name: str, source: str) -> None:
+    """Raise unless ``values`` convert to an integer or bool input unchanged (whole numbers within range)."""
+    if dtype.kind not in "iub" or values.size == 0 or np.can_cast(values.dtype, dtype, casting="safe"):
+        return
+    where = f"in {source}, but model input {input_name!r} is {dtype}"
+    if values.dtype.kind == "f":
+        fractional = ~np.isfinite(values) | (np.trunc(values) != values)
+        if fractional.any():
+            msg = (
+                f"column {column!r} has {int(fractional.sum())} value(s) that are not whole numbers "
+                f"(e.g. {values[fractional][0]}) {where}; round or cast the column, or map another one with --input"
+            )
+            raise SchemaMismatchError(msg)
+    low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    if values.min() < low or values.max() > high:
+        outside = (values < low) | (values > high)
+        msg = (
+            f"column {column!r} has {int(outside.sum())} value(s) outside {low}..{high} "
+            f"(e.g. {values[outside][0]}) {where}; fix the values, or re-export the model with a wider input type"
+        )
+        raise SchemaMismatchError(msg)
+
+
+def _prepared(column: pa.Array) -> pa.Array:
+    """Dictionaries decoded, decimals as float64: types ``to_numpy`` turns into plain numpy arrays."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_decimal(column.type):
+        column = pc.cast(column, pa.float64())
+    return column
+
+
+def _zero(dtype: pa.DataType) -> object:
+    """A placeholder for nulls before casting: always in range, replaced or masked afterwards."""
+    if pa.types.is_boolean(dtype):
+        return False
+    return "" if not pa.types.is_integer(dtype) and not pa.types.is_floating(dtype) else 0
+
+
 class FeatureAssembler:
-    """Fills one reused ``[batch_size, n_features]`` C-contiguous buffer per batch.
+    """Fills one reused ``[batch_size, n_features]`` C-contiguous buffer per batch, one column per feature.
 
     Each column is first cast into a row of a column-major scratch buffer
     (contiguous writes), then one transposing copy fills the row-major matrix:
@@ -161,18 +80,21 @@ class FeatureAssembler:
         self,
         features: Sequence[str],
         *,
-        dtype: np.dtype[np.floating],
+        dtype: np.dtype[Any],
         batch_size: int,
         on_null: OnNull,
         fill_value: float,
+        input_name: str = "",
     ) -> None:
         self.features = list(features)
         self.on_null = on_null
-        self.fill_value = fill_value
+        self.fill_value: object = "" if dtype.kind == "O" else fill_value  # strings: an unseen category
+        self.dtype = dtype
+        self.input_name = input_name
         self._allocate(batch_size, dtype)
         self.null_counts = dict.fromkeys(self.features, 0)
 
-    def _allocate(self, rows: int, dtype: np.dtype[np.floating]) -> None:
+    def _allocate(self, rows: int, dtype: np.dtype[Any]) -> None:
         self._scratch = np.empty((len(self.features), rows), dtype=dtype)
         self._buffer = np.empty((rows, len(self.features)), dtype=dtype)
 
@@ -187,18 +109,18 @@ class FeatureAssembler:
         scratch = self._scratch[:, :rows]
         invalid: np.ndarray | None = None
         for j, name in enumerate(self.features):
-            column = batch.column(name)
-            if pa.types.is_decimal(column.type):
-                column = pc.cast(column, pa.float64())
+            column = _prepared(batch.column(name))
             is_null = None
             if column.null_count:
                 nulls = column.null_count
                 self.null_counts[name] += nulls
                 if self.on_null == "error":
-                    raise NullValuesError(_null_message(name, source, nulls))
+                    raise NullValuesError(null_message(name, source, nulls))
                 is_null = column.is_null().to_numpy(zero_copy_only=False)
-                column = column.fill_null(False if pa.types.is_boolean(column.type) else 0)
-            np.copyto(scratch[j], column.to_numpy(zero_copy_only=False), casting="unsafe")
+                column = column.fill_null(_zero(column.type))
+            values = column.to_numpy(zero_copy_only=False)
+            check_values(values, self.dtype, column=name, input_name=self.input_name, source=source)
+            np.copyto(scratch[j], values, casting="unsafe")
             if is_null is not None:
                 if self.on_null == "fill":
                     scratch[j, is_null] = self.fill_value
@@ -207,3 +129,77 @@ class FeatureAssembler:
         out = self._buffer[:rows]
         np.copyto(out, scratch.T)
         return out, invalid
+
+
+class VectorAssembler:
+    """Unpacks one list (or fixed-size list) column into a ``[rows, F]`` matrix; every row must hold F values."""
+
+    def __init__(
+        self,
+        column: str,
+        *,
+        width: int | None,
+        dtype: np.dtype[Any],
+        on_null: OnNull,
+        fill_value: float,
+        input_name: str,
+    ) -> None:
+        self.column = column
+        self.width = width
+        """F: declared by the model, or taken from the first row when the model leaves it open."""
+        self.dtype = dtype
+        self.on_null = on_null
+        self.fill_value = fill_value
+        self.input_name = input_name
+        self.null_counts = {column: 0}
+
+    def assemble(self, batch: pa.RecordBatch, *, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ``[rows, F]`` input for ``batch`` and a mask of rows to null out (None when every row is valid)."""
+        column = batch.column(self.column)
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        rows = len(column)
+        lengths = pc.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False)
+        valid = lengths >= 0
+        if self.width is None and valid.any():
+            self.width = int(lengths[valid][0])
+        width = self.width or 0
+        self._check_lengths(lengths, valid, width, source)
+        flat = _prepared(column.flatten())
+        element_nulls = flat.null_count
+        row_nulls = rows - int(valid.sum())
+        invalid: np.ndarray | None = None
+        if element_nulls or row_nulls:
+            self.null_counts[self.column] += element_nulls + row_nulls
+            if self.on_null == "error":
+                raise NullValuesError(null_message(self.column, source, element_nulls + row_nulls))
+        values = flat.fill_null(0).to_numpy(zero_copy_only=False) if element_nulls else flat.to_numpy()
+        check_values(values, self.dtype, column=self.column, input_name=self.input_name, source=source)
+        matrix = values.astype(self.dtype, copy=bool(element_nulls)).reshape(-1, width)
+        if element_nulls:
+            null_at = flat.is_null().to_numpy(zero_copy_only=False).reshape(-1, width)
+            if self.on_null == "fill":
+                matrix[null_at] = self.fill_value
+            else:
+                invalid = np.zeros(rows, dtype=bool)
+                invalid[np.flatnonzero(valid)[null_at.any(axis=1)]] = True
+        if not row_nulls:
+            return np.ascontiguousarray(matrix), invalid
+        out = np.full((rows, width), self.fill_value if self.on_null == "fill" else 0, dtype=self.dtype)
+        out[valid] = matrix
+        if self.on_null == "skip":
+            invalid = ~valid if invalid is None else invalid | ~valid
+        return out, invalid
+
+    def _check_lengths(self, lengths: np.ndarray, valid: np.ndarray, width: int, source: str) -> None:
+        wrong = valid & (lengths != width)
+        if not wrong.any():
+            return
+        found = sorted({int(n) for n in lengths[wrong]})
+        shown = ", ".join(map(str, found[:5])) + (", ..." if len(found) > 5 else "")
+        msg = (
+            f"list column {self.column!r} has {int(wrong.sum())} row(s) whose length is not {width} "
+            f"(lengths found: {shown}) in {source}; model input {self.input_name!r} takes exactly {width} values "
+            "per row: fix or filter those rows"
+        )
+        raise SchemaMismatchError(msg)

@@ -9,14 +9,15 @@ class labels come from the classifier node's attributes.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
@@ -25,8 +26,13 @@ import onnxruntime as ort
 import pyarrow as pa
 from onnx import helper
 
-from batchscore.errors import DeviceUnavailableError, ModelError
+from batchscore.errors import DeviceUnavailableError, JobSpecError, ModelError
 from batchscore.spec import Device, ProbFormat
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from batchscore.frames import Frame, ScoreOptions
 
 log = logging.getLogger("batchscore")
 ort.set_default_logger_severity(3)
@@ -58,9 +64,13 @@ class OutputColumn:
     type: pa.DataType
     source: str
     """The model output it is read from."""
-    role: Literal["label", "prob", "probs", "value", "list"]
+    role: Literal["label", "prob", "probs", "value", "list", "threshold", "score"]
     index: int = 0
-    """Class index for role 'prob'."""
+    """Class index for role 'prob'; the positive class for role 'threshold'."""
+    threshold: float | None = None
+    """Roles 'threshold' and 'score': the positive class wins when its probability >= threshold."""
+    classes: tuple[Any, ...] = ()
+    """Role 'threshold': the class labels, negative first."""
 
 
 def file_sha256(path: str) -> str:
@@ -75,7 +85,8 @@ def file_sha256(path: str) -> str:
 class Model:
     """A loaded ONNX model with an onnxruntime session on the chosen device."""
 
-    def __init__(self, path: str, *, device: Device = "auto", threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, device: Device = "auto", threads: int | None = None) -> None:
+        path = os.fspath(path)
         self.path = path
         if not os.path.isfile(path):
             msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
@@ -126,60 +137,95 @@ class Model:
         return "generic"
 
     @property
-    def input(self) -> TensorInfo:
-        """The single 2-D numeric input this version supports."""
-        if len(self.inputs) != 1:
-            names = ", ".join(repr(i.name) for i in self.inputs)
-            msg = (
-                f"model {self.path} has {len(self.inputs)} inputs ({names}); this version scores models "
-                "with one [rows, features] input; re-export the model with a single input tensor"
-            )
+    def batch_dim(self) -> int | None:
+        """The fixed number of rows every call takes, or None when the batch axis is dynamic."""
+        fixed = {i.shape[0] for i in self.inputs if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+        if len(fixed) > 1:
+            dims = ", ".join(i.describe() for i in self.inputs)
+            msg = f"model {self.path} has inputs with different fixed batch sizes ({dims}); re-export it with one"
             raise ModelError(msg)
-        info = self.inputs[0]
-        if info.dtype not in _FLOAT_TYPES or info.shape is None or len(info.shape) != 2:
+        return fixed.pop() if fixed else None
+
+    def output_columns(
+        self,
+        *,
+        prediction_col: str,
+        prob_format: ProbFormat,
+        threshold: float | None = None,
+        with_score: bool = False,
+        rename: Mapping[str, str] | None = None,
+    ) -> list[OutputColumn]:
+        """The columns scoring adds, in order.
+
+        By default: the prediction, then the probabilities (and the score), or one column per output.
+        ``rename`` (``--output NAME=COLUMN``) picks and renames, NAME being a default column or a model output.
+        """
+        if threshold is not None and not self.is_binary:
             msg = (
-                f"model input {info.describe()} is not a float [rows, features] matrix; "
-                "this version scores models with one 2-D float input"
+                f"--threshold needs a binary classifier, but {self.path} is {self._kind_text()}; leave --threshold out"
             )
-            raise ModelError(msg)
-        return info
-
-    @property
-    def feature_dim(self) -> int | None:
-        """Number of features the model declares, or None when the dimension is dynamic."""
-        dim = self.input.shape[1] if self.input.shape else None
-        return dim if isinstance(dim, int) else None
-
-    def output_columns(self, *, prediction_col: str, prob_format: ProbFormat) -> list[OutputColumn]:
-        """The columns scoring adds, in order: prediction, then probabilities (or each output)."""
+            raise JobSpecError(msg)
+        if with_score and self.kind != "classifier":
+            msg = f"--with-score needs a classifier, but {self.path} is {self._kind_text()}; leave --with-score out"
+            raise JobSpecError(msg)
         if self.kind == "classifier":
             label, probs = self.outputs
-            labels = self.class_labels or []
+            labels = tuple(self.class_labels or ())
             label_type = pa.string() if label.dtype is not None and label.dtype.kind in "OU" else pa.int64()
-            cols = [OutputColumn(prediction_col, label_type, label.name, "label")]
-            if prob_format == "list":
-                cols.append(OutputColumn("probabilities", pa.list_(pa.float32()), probs.name, "probs"))
+            if threshold is None:
+                predicted = OutputColumn(prediction_col, label_type, label.name, "label")
             else:
-                cols += [
-                    OutputColumn(f"prob_{lab}", pa.float32(), probs.name, "prob", i) for i, lab in enumerate(labels)
-                ]
-            return cols
-        if self.kind == "regressor":
-            out = self.outputs[0]
-            return [OutputColumn(prediction_col, _arrow_type(out), out.name, "value")]
-        cols = []
-        for out in self.outputs:
-            if out.dtype is None or out.shape is None or not 1 <= len(out.shape) <= 2:
+                predicted = OutputColumn(prediction_col, label_type, probs.name, "threshold", 1, threshold, labels)
+            per_class = [
+                OutputColumn(f"prob_{lab}", pa.float32(), probs.name, "prob", i) for i, lab in enumerate(labels)
+            ]
+            as_list = OutputColumn("probabilities", pa.list_(pa.float32()), probs.name, "probs")
+            score = OutputColumn("score", pa.float32(), probs.name, "score", threshold=threshold)
+            defaults = [predicted, *(per_class if prob_format == "columns" else [as_list])]
+            candidates = [predicted, *per_class, as_list, score]
+            if with_score:
+                defaults.append(score)
+        elif self.kind == "regressor":
+            defaults = candidates = [_tensor_column(self.outputs[0], prediction_col)]
+        else:
+            defaults = candidates = [_tensor_column(out, out.name) for out in self.outputs]
+        if not rename:
+            return defaults
+        return self._pick(candidates, rename)
+
+    def _pick(self, candidates: list[OutputColumn], rename: Mapping[str, str]) -> list[OutputColumn]:
+        by_name = {c.name: c for c in candidates}
+        tensors = {o.name: o for o in self.outputs}
+        picked = []
+        for name, column in rename.items():
+            if name in by_name:
+                picked.append(dataclasses.replace(by_name[name], name=column))
+            elif name in tensors:
+                picked.append(_tensor_column(tensors[name], column))
+            else:
+                known = ", ".join([*by_name, *(t for t in tensors if t not in by_name)])
                 msg = (
-                    f"model output {out.describe()} is not a [rows] or [rows, k] tensor, so it cannot become a "
-                    "column; re-export the model with tensor outputs"
+                    f"--output {name}={column}: {name!r} is neither an output column nor a model output "
+                    f"(known: {known}); pick one of those"
                 )
-                raise ModelError(msg)
-            if len(out.shape) == 2 and out.shape[1] != 1:
-                cols.append(OutputColumn(out.name, pa.list_(_arrow_type(out)), out.name, "list"))
-            else:
-                cols.append(OutputColumn(out.name, _arrow_type(out), out.name, "value"))
-        return cols
+                raise JobSpecError(msg)
+        return picked
+
+    @property
+    def is_binary(self) -> bool:
+        """A classifier with exactly two classes."""
+        return self.kind == "classifier" and len(self.class_labels or ()) == 2
+
+    def _kind_text(self) -> str:
+        if self.kind == "classifier":
+            return f"a classifier with {len(self.class_labels or ())} classes"
+        return f"a {self.kind} model"
+
+    def score(self, data: Frame, **options: Unpack[ScoreOptions]) -> Any:
+        """Score a frame or Parquet path with this loaded model: ``batchscore.score(data, self, **options)``."""
+        from batchscore.frames import score
+
+        return score(data, self, **options)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference call; returns every output by name."""
@@ -244,7 +290,9 @@ def decode_outputs(
     transposed: dict[str, np.ndarray] = {}
     for col in columns:
         arr = values[col.source]
-        if col.role == "prob":
+        if col.role in ("threshold", "score"):
+            result.append(_from_probabilities(col, arr, mask))
+        elif col.role == "prob":
             if col.source not in transposed:
                 transposed[col.source] = np.ascontiguousarray(arr.T, dtype=np.float32)
             result.append(pa.array(transposed[col.source][col.index], pa.float32(), mask=mask))
@@ -259,6 +307,29 @@ def decode_outputs(
             flat = arr.reshape(rows) if arr.ndim == 2 else arr
             result.append(pa.array(flat, col.type, mask=mask))
     return result
+
+
+def _from_probabilities(col: OutputColumn, probs: np.ndarray, mask: np.ndarray | None) -> pa.Array:
+    if col.threshold is None:  # score without a threshold: the winning class's probability
+        return pa.array(probs.max(axis=1), pa.float32(), mask=mask)
+    positive = probs[:, col.index] >= col.threshold
+    if col.role == "score":
+        return pa.array(np.where(positive, probs[:, 1], probs[:, 0]), pa.float32(), mask=mask)
+    classes = np.array(col.classes, dtype=object if pa.types.is_string(col.type) else np.int64)
+    return pa.array(classes[positive.astype(np.intp)], col.type, mask=mask)
+
+
+def _tensor_column(out: TensorInfo, name: str) -> OutputColumn:
+    """A whole output tensor as one column: ``[N]`` and ``[N, 1]`` plain, ``[N, k]`` a list."""
+    if out.dtype is None or out.shape is None or not 1 <= len(out.shape) <= 2:
+        msg = (
+            f"model output {out.describe()} is not a [rows] or [rows, k] tensor, so it cannot become a "
+            "column; re-export the model with tensor outputs"
+        )
+        raise ModelError(msg)
+    if len(out.shape) == 2 and out.shape[1] != 1:
+        return OutputColumn(name, pa.list_(_arrow_type(out)), out.name, "list")
+    return OutputColumn(name, _arrow_type(out), out.name, "value")
 
 
 def _arrow_type(info: TensorInfo) -> pa.DataType:

@@ -29,11 +29,12 @@ from batchscore import manifest
 from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
 from batchscore.errors import JobSpecError, ModelError, OutputError
-from batchscore.features import FeatureAssembler, FeaturePlan, plan_features
 from batchscore.lock import LOCK, read_owner
-from batchscore.model import Model, decode_outputs
+from batchscore.mapping import FeaturePlan, plan_features
+from batchscore.model import Model
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
 from batchscore.rowfilter import RowFilter
+from batchscore.scorer import BatchScorer
 from batchscore.spec import JobSpec
 from batchscore.writer import OutputDir, dictionary_columns
 
@@ -102,8 +103,10 @@ class Prepared:
         spec = self.spec
         return {
             "features": list(self.plan.features),
+            "inputs": {b.name: list(b.columns) for b in self.plan.inputs},
             "keep": list(self.plan.keep),
             "outputs": [o.name for o in self.plan.outputs],
+            "threshold": spec.threshold,
             "on_null": spec.on_null,
             "fill_value": spec.fill_value,
             "filter": spec.filter,
@@ -301,13 +304,7 @@ def _stream(
 ) -> None:
     spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
     schema = plan.output_schema(files[0])
-    assembler = FeatureAssembler(
-        plan.features,
-        dtype=plan.dtype,
-        batch_size=spec.batch_size,
-        on_null=spec.on_null,
-        fill_value=spec.fill_value,
-    )
+    scorer = BatchScorer(model, plan, batch_size=spec.batch_size, on_null=spec.on_null, fill_value=spec.fill_value)
     keep_count = len(plan.keep)
     total_rows = sum(files[i].num_rows for i in todo)
     columns = plan.read_columns
@@ -327,7 +324,7 @@ def _stream(
                     yield index, kept.select(columns) if filter_only else kept
             yield index, None
 
-    dictionary = dictionary_columns(schema, also=[o.name for o in plan.outputs if o.role == "label"])
+    dictionary = dictionary_columns(schema, also=[o.name for o in plan.outputs if o.role in ("label", "threshold")])
 
     def write(items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]) -> None:
         for index, first in items:
@@ -354,15 +351,13 @@ def _stream(
         for index, batch in reader:
             if batch is None:
                 files_done += 1
-                nulls = {k: v - nulls_before.get(k, 0) for k, v in assembler.null_counts.items()}
-                nulls_before = dict(assembler.null_counts)
+                nulls = {k: v - nulls_before.get(k, 0) for k, v in scorer.null_counts.items()}
+                nulls_before = dict(scorer.null_counts)
                 sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
                 log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
                 continue
             rows = batch.num_rows
-            matrix, invalid = assembler.assemble(batch, source=files[index].path)
-            values = model.run({plan.input_name: matrix})
-            predicted = decode_outputs(plan.outputs, values, rows=rows, mask=invalid)
+            predicted, invalid = scorer.score(batch, source=files[index].path)
             columns_out = batch.columns[:keep_count] + predicted
             sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
             report.rows_read += rows
@@ -379,7 +374,7 @@ def _stream(
         reader.close()
     report.rows_filtered = filtered_out[0]
     report.rows_read += report.rows_filtered
-    report.null_counts = {k: v for k, v in assembler.null_counts.items() if v}
+    report.null_counts = {k: v for k, v in scorer.null_counts.items() if v}
     if progress is not None:
         progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from batchscore.errors import JobSpecError
@@ -44,6 +45,14 @@ class JobSpec:
     fill_value: float = 0.0
     prob_format: ProbFormat = "columns"
     prediction_col: str = "prediction"
+    input_columns: Mapping[str, str | Sequence[str]] = field(default_factory=dict, hash=False)
+    """Model input name -> the column(s) feeding it; an input not named takes the column of its own name."""
+    output_columns: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Output to keep -> its column name; empty: every default output column."""
+    threshold: float | None = None
+    """Binary classifiers: predict the positive (second) class when its probability >= threshold."""
+    with_score: bool = False
+    """Add a ``score`` column: the probability of the predicted class."""
     mode: Mode = "error"
     """If ``out`` holds output: fail, replace it, or resume (keep parts already scored for the same inputs)."""
     compression: Compression = "zstd"
@@ -100,6 +109,14 @@ class JobSpec:
             if dupes:
                 msg = f"{name} names {', '.join(map(repr, dupes))} more than once; list each column once"
                 raise JobSpecError(msg)
+        object.__setattr__(self, "input_columns", _column_map(self.input_columns))
+        object.__setattr__(self, "output_columns", _output_map(self.output_columns))
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            msg = f"threshold must be a probability between 0 and 1, got {self.threshold}"
+            raise JobSpecError(msg)
+        if self.features is not None and self.input_columns:
+            msg = "features and input_columns are both given; use --input NAME=COLUMN,... for every model input"
+            raise JobSpecError(msg)
         if self.features is not None and self.keep is not None:
             both = [c for c in self.features if c in self.keep]
             if both:
@@ -108,6 +125,11 @@ class JobSpec:
                     "a column is either a model feature or a passthrough"
                 )
                 raise JobSpecError(msg)
+
+    @property
+    def input_map(self) -> dict[str, tuple[str, ...]]:
+        """``input_columns`` with every value a tuple of column names."""
+        return {name: (cols,) if isinstance(cols, str) else tuple(cols) for name, cols in self.input_columns.items()}
 
     def replace(self, **changes: object) -> JobSpec:
         """A copy with some fields changed, validated again."""
@@ -129,3 +151,47 @@ def split_columns(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     return tuple(part.strip() for part in value.split(","))
+
+
+def parse_assignments(values: Iterable[str] | None, *, flag: str) -> dict[str, str]:
+    """Parse repeated ``NAME=VALUE`` command-line options into a dict, in order."""
+    result: dict[str, str] = {}
+    for raw in values or ():
+        name, sep, value = (part.strip() for part in raw.partition("="))
+        if not sep or not name or not value:
+            msg = f"{flag} {raw!r} is not NAME=VALUE; write e.g. {flag} age=age_years"
+            raise JobSpecError(msg)
+        if name in result:
+            msg = f"{flag} names {name!r} twice; give each name once"
+            raise JobSpecError(msg)
+        result[name] = value
+    return result
+
+
+def _column_map(mapping: Mapping[str, str | Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    result: dict[str, tuple[str, ...]] = {}
+    for name, cols in mapping.items():
+        columns = (cols,) if isinstance(cols, str) else tuple(cols)
+        if not name or not columns or any(not isinstance(c, str) or not c for c in columns):
+            msg = (
+                f"input_columns[{name!r}] = {cols!r} is not a list of column names; use --input NAME=COLUMN[,COLUMN...]"
+            )
+            raise JobSpecError(msg)
+        result[name] = columns
+    return result
+
+
+def _output_map(mapping: Mapping[str, str]) -> dict[str, str]:
+    result = dict(mapping)
+    if any(not isinstance(v, str) or not k or not v for k, v in result.items()):
+        msg = f"output_columns {result!r} must map output names to column names; use --output NAME=COLUMN"
+        raise JobSpecError(msg)
+    names = list(result.values())
+    dupes = sorted({c for c in names if names.count(c) > 1})
+    if dupes:
+        msg = (
+            f"output_columns names column(s) {', '.join(map(repr, dupes))} more than once; "
+            "give each output its own name"
+        )
+        raise JobSpecError(msg)
+    return result

@@ -29,6 +29,7 @@ def test_public_api_is_exactly_this():
         "__version__",
         "load_job",
         "run",
+        "score",  # the Python API on frames (issue 5)
     ]
     assert batchscore.__all__ == sorted(batchscore.__all__)
 

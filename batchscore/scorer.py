@@ -1,0 +1,92 @@
+"""One RecordBatch in, prediction columns out: the per-batch work the CLI and the Python API share.
+
+Each model input is assembled from its columns (:mod:`batchscore.features`),
+the model runs (in chunks of exactly its batch size when it fixes one, the last
+chunk padded with copies of its last row and the padded rows' outputs dropped),
+and the outputs are decoded into Arrow columns (:func:`batchscore.model.decode_outputs`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from batchscore.features import FeatureAssembler, VectorAssembler
+from batchscore.mapping import FeaturePlan, InputBinding
+from batchscore.model import Model, decode_outputs
+from batchscore.spec import OnNull
+
+
+class BatchScorer:
+    """Scores RecordBatches with one model and one plan; keeps reusable buffers, so one per thread."""
+
+    def __init__(self, model: Model, plan: FeaturePlan, *, batch_size: int, on_null: OnNull, fill_value: float) -> None:
+        self.model = model
+        self.plan = plan
+        self.assemblers = [
+            _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value) for b in plan.inputs
+        ]
+
+    @property
+    def null_counts(self) -> dict[str, int]:
+        """Nulls met so far per feature column."""
+        counts: dict[str, int] = {}
+        for assembler in self.assemblers:
+            for name, n in assembler.null_counts.items():
+                counts[name] = counts.get(name, 0) + n
+        return counts
+
+    def score(self, batch: pa.RecordBatch, *, source: str) -> tuple[list[pa.Array], np.ndarray | None]:
+        """The prediction columns for ``batch`` and the mask of rows whose outputs are null (None: no such row)."""
+        rows = batch.num_rows
+        if rows == 0:
+            return [pa.array([], o.type) for o in self.plan.outputs], None
+        feeds: dict[str, np.ndarray] = {}
+        invalid: np.ndarray | None = None
+        for binding, assembler in zip(self.plan.inputs, self.assemblers, strict=True):
+            tensor, bad = assembler.assemble(batch, source=source)
+            feeds[binding.name] = tensor.reshape(rows) if binding.rank == 1 else tensor
+            if bad is not None:
+                invalid = bad if invalid is None else invalid | bad
+        values = self._run(feeds, rows)
+        return decode_outputs(self.plan.outputs, values, rows=rows, mask=invalid), invalid
+
+    def _run(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        size = self.plan.batch_dim
+        if size is None or rows == size:
+            return self.model.run(feeds)
+        chunks = []
+        for start in range(0, rows, size):
+            chunk = {name: tensor[start : start + size] for name, tensor in feeds.items()}
+            chunks.append(self.model.run({name: _pad(tensor, size) for name, tensor in chunk.items()}))
+        return {name: np.concatenate([c[name] for c in chunks])[:rows] for name in chunks[0]}
+
+
+def _pad(tensor: np.ndarray, size: int) -> np.ndarray:
+    """``tensor`` grown to ``size`` rows with copies of its last row: inputs the model surely accepts."""
+    missing = size - tensor.shape[0]
+    if missing == 0:
+        return tensor
+    return np.concatenate([tensor, np.repeat(tensor[-1:], missing, axis=0)])
+
+
+def _assembler(
+    binding: InputBinding, *, batch_size: int, on_null: OnNull, fill_value: float
+) -> FeatureAssembler | VectorAssembler:
+    if binding.vector:
+        return VectorAssembler(
+            binding.columns[0],
+            width=binding.width,
+            dtype=binding.dtype,
+            on_null=on_null,
+            fill_value=fill_value,
+            input_name=binding.name,
+        )
+    return FeatureAssembler(
+        binding.columns,
+        dtype=binding.dtype,
+        batch_size=batch_size,
+        on_null=on_null,
+        fill_value=fill_value,
+        input_name=binding.name,
+    )
