@@ -132,7 +132,7 @@ def _source(schema: pa.Schema, *, label: str, rows: int = 0, nulls: dict[str, in
 
 def _score_table(table: pa.Table, model: Model, spec: JobSpec, *, label: str) -> pa.Table:
     """Only the prediction columns, one row per row of ``table``."""
-    nulls: dict[str, int | None] = {name: table.column(name).null_count for name in table.column_names}
+    nulls: dict[str, int | None] = {name: _null_count(table.column(name)) for name in table.column_names}
     plan = _plan(_source(table.schema, label=label, rows=table.num_rows, nulls=nulls), model, spec)
     return _predict(table.to_batches(max_chunksize=spec.batch_size), model, plan, spec, label=label)
 
@@ -183,6 +183,14 @@ def _score_path(path: str, model: Model, spec: JobSpec) -> pl.DataFrame:
             batches.append(pa.RecordBatch.from_arrays(batch.columns[:keep_count] + predicted, schema=schema))
     log.debug("scored %d file(s) from %s", len(files), path)
     return pl.from_arrow(pa.Table.from_batches(batches, schema=schema))  # type: ignore[return-value]
+
+
+def _null_count(column: pa.ChunkedArray) -> int:
+    """Null values: null rows, plus null elements inside the lists of a list column."""
+    nulls: int = column.null_count
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        nulls += sum(chunk.flatten().null_count for chunk in column.chunks)
+    return nulls
 
 
 def _is_pandas(data: object) -> bool:

@@ -63,12 +63,12 @@ class InputBinding:
         return dim if isinstance(dim, int) else None
 
     def describe(self, file: InputFile) -> str:
-        """``age: tensor(int64) [N, 1] <- age (int32)``, as ``inspect --data`` shows it."""
+        """``tensor(int64) [N, 1] <- age (int32)``, as ``inspect --data`` shows it under the input's name."""
         if len(self.columns) == 1:
             source = f"{self.columns[0]} ({file.field(self.columns[0]).type})"
         else:
             source = ", ".join(self.columns)
-        return f"{self.info.describe()} <- {source}"
+        return f"{self.info.describe().removeprefix(self.name + ': ')} <- {source}"
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ def plan_features(
                     raise NullValuesError(null_message(col, file.path, nulls))
     if spec.on_null == "fill":
         for binding in bindings:
-            _check_fill_value(binding, spec.fill_value)
+            if any(file.null_counts.get(c) != 0 for file in files for c in binding.columns):  # None: unknown
+                _check_fill_value(binding, spec.fill_value)
     return FeaturePlan(inputs=tuple(bindings), keep=tuple(keep), outputs=outputs, batch_dim=model.batch_dim)
 
 
@@ -303,8 +304,8 @@ def _check_width(binding: InputBinding, first: InputFile) -> None:
     if binding.vector:
         if binding.rank != 2:
             msg = (
-                f"list column {binding.columns[0]!r} can only feed a [rows, features] input, but model input "
-                f"{binding.info.describe()} takes one value per row; map a plain column to it"
+                f"list column {binding.columns[0]!r} in {first.path} can only feed a [rows, features] input, but model "
+                f"input {binding.info.describe()} takes one value per row; map a plain column to it"
             )
             raise SchemaMismatchError(msg)
         return

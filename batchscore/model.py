@@ -180,7 +180,7 @@ class Model:
                 OutputColumn(f"prob_{lab}", pa.float32(), probs.name, "prob", i) for i, lab in enumerate(labels)
             ]
             as_list = OutputColumn("probabilities", pa.list_(pa.float32()), probs.name, "probs")
-            score = OutputColumn("score", pa.float32(), probs.name, "score", threshold=threshold)
+            score = OutputColumn("score", pa.float32(), probs.name, "score", 1, threshold)
             defaults = [predicted, *(per_class if prob_format == "columns" else [as_list])]
             candidates = [predicted, *per_class, as_list, score]
             if with_score:

@@ -102,7 +102,7 @@ class JobSpec:
             cols = getattr(self, name)
             if cols is None:
                 continue
-            if not cols or any(not c for c in cols):
+            if (name == "features" and not cols) or any(not c for c in cols):
                 msg = f"{name} has an empty column name: {','.join(cols)!r}; list names separated by commas"
                 raise JobSpecError(msg)
             dupes = sorted({c for c in cols if cols.count(c) > 1})

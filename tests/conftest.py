@@ -134,3 +134,151 @@ def _no_pager(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# --- models with several typed inputs, vector inputs and fixed batches (issue 5) ---
+
+CITIES = ["paris", "rome", "oslo"]
+
+
+def mixed_table(rows: int, *, seed: int = 0, unknown: bool = True) -> pa.Table:
+    """Columns for a ColumnTransformer: income (float64), age (int32), city (string), plus an id and a vector."""
+    rng = np.random.default_rng(seed)
+    cities = CITIES + (["berlin", "lima"] if unknown else [])  # categories the encoder never saw
+    return pa.table(
+        {
+            "id": pa.array(np.arange(rows, dtype=np.int64)),
+            "income": pa.array(rng.normal(50, 10, rows)),
+            "age": pa.array(rng.integers(18, 80, rows), pa.int32()),
+            "city": pa.array(rng.choice(cities, rows)),
+            "emb": pa.array(list(rng.normal(size=(rows, 4)).astype(np.float32)), pa.list_(pa.float32())),
+        }
+    )
+
+
+def mixed_feeds(table: pa.Table) -> dict[str, np.ndarray]:
+    """What a hand-written onnxruntime script feeds the ColumnTransformer model."""
+    return {
+        "income": table["income"].to_numpy().astype(np.float32).reshape(-1, 1),
+        "age": table["age"].to_numpy().astype(np.int64).reshape(-1, 1),
+        "city": table["city"].to_numpy(zero_copy_only=False).astype(object).reshape(-1, 1),
+    }
+
+
+def run_feeds(model_path: Path | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+@pytest.fixture(scope="session")
+def mixed_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """skl2onnx ColumnTransformer: scaled float and int64 columns, a one-hot string column; ZipMap output."""
+    import pandas as pd
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    train = mixed_table(300, seed=1, unknown=False).select(["income", "age", "city"]).to_pandas()
+    y = (train["income"] + (train["city"] == "oslo") * 8 > 52).astype(np.int64)
+    columns = ColumnTransformer(
+        [("num", StandardScaler(), ["income", "age"]), ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]
+    )
+    pipe = make_pipeline(columns, LogisticRegression(max_iter=500)).fit(pd.DataFrame(train), y)
+    types = [
+        ("income", FloatTensorType([None, 1])),
+        ("age", Int64TensorType([None, 1])),
+        ("city", StringTensorType([None, 1])),
+    ]
+    return save(to_onnx(pipe, initial_types=types), tmp_path_factory.mktemp("mixed") / "mixed.onnx")
+
+
+def _helper_model(
+    name: str, inputs: list, outputs: list, nodes: list, initializer: list | None = None
+) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializer or [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def helper_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """onnx.helper models: a fixed batch of 4, a vector input, and typed inputs echoed back."""
+    folder = tmp_path_factory.mktemp("helper")
+    two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    fixed = _helper_model(
+        "fixed4",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, N_FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, N_FEATURES])],
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        [two],
+    )
+    vector = _helper_model(
+        "vector",
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("norm", TensorProto.FLOAT, [None])],
+        [helper.make_node("ReduceSumSquare", ["emb"], ["norm"], axes=[1], keepdims=0)],
+    )
+    typed_inputs = [
+        ("i64", TensorProto.INT64, [None]),
+        ("i32", TensorProto.INT32, [None, 1]),
+        ("u8", TensorProto.UINT8, [None, 1]),
+        ("flag", TensorProto.BOOL, [None, 1]),
+        ("f64", TensorProto.DOUBLE, [None, 1]),
+        ("name", TensorProto.STRING, [None, 1]),
+    ]
+    typed = _helper_model(
+        "typed",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in typed_inputs],
+        [helper.make_tensor_value_info(f"out_{n}", t, s) for n, t, s in typed_inputs],
+        [helper.make_node("Identity", [n], [f"out_{n}"]) for n, _, _ in typed_inputs],
+    )
+    return {
+        "fixed4": save(fixed, folder / "fixed4.onnx"),
+        "vector": save(vector, folder / "vector.onnx"),
+        "typed": save(typed, folder / "typed.onnx"),
+    }
+
+
+@pytest.fixture(scope="session")
+def boosted_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """LightGBM and XGBoost classifiers (binary and 3-class) converted with onnxmltools."""
+    lightgbm = pytest.importorskip("lightgbm")
+    xgboost = pytest.importorskip("xgboost")
+    onnxmltools = pytest.importorskip("onnxmltools")
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    folder = tmp_path_factory.mktemp("boosted")
+    x, y3 = training_data()
+    y2 = (y3 > 0).astype(np.int64)
+    types = [("input", FloatTensorType([None, N_FEATURES]))]
+    out = {}
+    for classes, y in (("binary", y2), ("multi", y3)):
+        lgbm = lightgbm.LGBMClassifier(n_estimators=8, num_leaves=7, verbose=-1, random_state=0).fit(x, y)
+        xgb = xgboost.XGBClassifier(n_estimators=8, max_depth=3, random_state=0).fit(x, y)
+        out[f"lgbm_{classes}"] = save(
+            onnxmltools.convert_lightgbm(lgbm, initial_types=types, target_opset=15), folder / f"lgbm_{classes}.onnx"
+        )
+        out[f"xgb_{classes}"] = save(
+            onnxmltools.convert_xgboost(xgb, initial_types=types, target_opset=15), folder / f"xgb_{classes}.onnx"
+        )
+    return out
+
+
+TORCH_MLP = ROOT / "tests" / "fixtures" / "torch_mlp.onnx"
+
+
+def typed_table(rows: int, *, seed: int = 0) -> pa.Table:
+    """One column per input of helper_models['typed'], in types that convert exactly."""
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "i64": pa.array(rng.integers(-1000, 1000, rows)),
+            "i32": pa.array(rng.integers(-1000, 1000, rows), pa.int16()),
+            "u8": pa.array(rng.integers(0, 256, rows)),
+            "flag": pa.array(rng.random(rows) > 0.5),
+            "f64": pa.array(rng.normal(size=rows).astype(np.float32)),
+            "name": pa.array(rng.choice(["x", "y", "z"], rows)),
+        }
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, ROOT, make_table, write_files
+from conftest import FEATURES, ROOT, make_table, mixed_table, write_files
 
 KEEP = "id,segment"
 
@@ -244,6 +244,10 @@ def test_help_documents_the_contract():
         "--report",
         "--quiet",
         "--threads",
+        "--input",
+        "--output",
+        "--threshold",
+        "--with-score",
     ):
         assert flag in result.stdout
     top = cli("--help")
@@ -330,3 +334,34 @@ def test_json_logs_are_one_object_per_line(models, dataset, tmp_path):
     assert failed.returncode == 5 and "Traceback" not in failed.stderr
     error = json.loads(failed.stderr.splitlines()[-1])
     assert error["level"] == "ERROR" and error["exit_code"] == 5 and "already holds output" in error["message"]
+
+
+def test_inspect_shows_each_input_with_its_columns(mixed_model, tmp_path):
+    table = mixed_table(10).rename_columns(["id", "income", "age", "town", "emb"])
+    write_files(tmp_path / "in", [table])
+    result = cli("inspect", mixed_model, "--data", tmp_path / "in", "--input", "city=town", "--keep", "id")
+    assert result.returncode == 0, result.stderr
+    assert "  inputs:\n    income: tensor(float) [N, 1] <- income (double)\n" in result.stdout
+    assert (
+        "    age: tensor(int64) [N, 1] <- age (int32)\n    city: tensor(string) [N, 1] <- town (string)"
+        in result.stdout
+    )
+    assert "  rows_per_call: any" in result.stdout
+    missing = cli("inspect", mixed_model, "--data", tmp_path / "in")
+    assert_clean_error(missing, 3, "model input(s) 'city' have no column of the same name", "--input NAME=COLUMN")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--input", "city"], "--input 'city' is not NAME=VALUE"),  # no '='
+        (["--output", "prediction=a", "--output", "prediction=b"], "--output names 'prediction' twice"),
+        (["--threshold", "1.5"], "threshold must be a probability between 0 and 1"),
+    ],
+)
+def test_bad_mapping_flags_exit_2(models, dataset, tmp_path, extra, needle):
+    dataset(files=1, rows=10)
+    result = cli(
+        "score", tmp_path / "in", "--model", models["logreg"], "--out", tmp_path / "out", "--keep", KEEP, *extra
+    )
+    assert_clean_error(result, 2, needle)

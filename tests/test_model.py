@@ -78,3 +78,50 @@ def test_io_binding_path_gives_the_same_numbers(models):
         np.testing.assert_array_equal(bound["output_label"], plain["output_label"][:rows])
         np.testing.assert_array_equal(bound["output_probability"], plain["output_probability"][:rows])
     assert len(model._device_inputs) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "columns"),
+    [
+        # classifier defaults: the label, then one probability per class
+        ("logreg", {}, ["prediction", "prob_0", "prob_1", "prob_2"]),
+        # probabilities as one list column, plus the score
+        ("logreg", {"prob_format": "list", "with_score": True}, ["prediction", "probabilities", "score"]),
+        # --output picks and renames default columns, in the order given
+        ("logreg", {"rename": {"prob_2": "p_high", "prediction": "label"}}, ["p_high", "label"]),
+        # --output can take a raw model output too (here the [N, 3] tensor as a list column)
+        ("logreg_zipmap", {"rename": {"output_probability": "probs"}}, ["probs"]),
+        # the score can be picked without --with-score
+        ("strings", {"rename": {"score": "confidence"}}, ["confidence"]),
+        # regressors: one prediction column, renamable
+        ("regressor", {"rename": {"prediction": "y_hat"}}, ["y_hat"]),
+        # generic models: a column per output, each pickable by its name
+        ("generic", {"rename": {"total": "sum"}}, ["sum"]),
+    ],
+)
+def test_output_columns(models, name, options, columns):
+    model = Model(str(models[name]), device="cpu")
+    picked = model.output_columns(
+        prediction_col="prediction", prob_format=options.pop("prob_format", "columns"), **options
+    )
+    assert [c.name for c in picked] == columns
+
+
+def test_threshold_and_score_decode(tmp_path):
+    import pyarrow as pa
+
+    from batchscore.model import OutputColumn, decode_outputs
+
+    probs = np.array([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1]], dtype=np.float32)
+    label = OutputColumn("prediction", pa.string(), "p", "threshold", 1, 0.7, ("good", "bad"))
+    score = OutputColumn("score", pa.float32(), "p", "score", 1, 0.7)
+    plain_score = OutputColumn("score", pa.float32(), "p", "score")
+    got = decode_outputs([label, score, plain_score], {"p": probs}, rows=3, mask=np.array([False, False, True]))
+    assert got[0].to_pylist() == ["bad", "good", None]  # positive only when its probability >= 0.7
+    assert got[1].to_pylist() == pytest.approx([0.8, 0.4, None])  # the predicted class's probability
+    assert got[2].to_pylist() == pytest.approx([0.8, 0.6, None])  # no threshold: the max probability
+
+
+def test_fixed_batch_dimension(models, helper_models):
+    assert Model(str(helper_models["fixed4"]), device="cpu").batch_dim == 4
+    assert Model(str(models["logreg"]), device="cpu").batch_dim is None
