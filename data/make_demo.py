@@ -16,6 +16,11 @@ What it makes (under ``--out``, default ``data/demo``):
   with skl2onnx defaults: one float input ``X`` of shape [None, 20], outputs
   ``output_label`` (string tensor) and ``output_probability`` (ZipMap:
   sequence of map<string, float>).
+* ``model_columns.onnx`` -- a ``ColumnTransformer`` pipeline with one input per
+  column, as skl2onnx converts them: ``income`` (float, fed from
+  ``annual_income``: the name differs on purpose), ``age`` (int64),
+  ``debt_to_income`` and ``external_risk_score`` (float), ``region`` and
+  ``product`` (strings, one-hot encoded, unknown categories ignored); same labels.
 * ``features.txt`` -- the 20 feature names, one per line, in model order.
 * ``README.md`` -- short description of the above.
 
@@ -273,6 +278,44 @@ def train_model(out: Path, cols: dict[str, np.ndarray], labels: np.ndarray) -> t
     return float(auc), opsets
 
 
+# model_columns.onnx: (input name, column, input type)
+COLUMN_INPUTS = [
+    ("income", "annual_income", "float"),
+    ("age", "age", "int64"),
+    ("debt_to_income", "debt_to_income", "float"),
+    ("external_risk_score", "external_risk_score", "float"),
+    ("region", "region", "string"),
+    ("product", "product", "string"),
+]
+
+
+def train_column_model(out: Path, cols: dict[str, np.ndarray], labels: np.ndarray) -> float:
+    """model_columns.onnx: one typed input per column; returns the training AUC."""
+    import pandas as pd
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame = pd.DataFrame({name: cols[column] for name, column, _ in COLUMN_INPUTS})
+    numeric = [name for name, _, kind in COLUMN_INPUTS if kind != "string"]
+    strings = [name for name, _, kind in COLUMN_INPUTS if kind == "string"]
+    encode = ColumnTransformer(
+        [("num", StandardScaler(), numeric), ("cat", OneHotEncoder(handle_unknown="ignore"), strings)]
+    )
+    pipe = make_pipeline(encode, LogisticRegression(max_iter=1000)).fit(frame, labels)
+    bad_col = list(pipe.classes_).index("bad")
+    auc = roc_auc_score(labels == "bad", pipe.predict_proba(frame)[:, bad_col])
+    tensor = {"float": FloatTensorType, "int64": Int64TensorType, "string": StringTensorType}
+    types = [(name, tensor[kind]([None, 1])) for name, _, kind in COLUMN_INPUTS]
+    onx = to_onnx(pipe, initial_types=types, target_opset=TARGET_OPSET)
+    (out / "model_columns.onnx").write_bytes(onx.SerializeToString())
+    return float(auc)
+
+
 README = """\
 # batchscore demo data
 
@@ -291,6 +334,12 @@ Synthetic credit-risk applications for trying out `batchscore`. Nothing here is 
   `[None, 20]` (the features below, in order). Outputs `output_label` (string tensor, `"bad"` or
   `"good"`) and `output_probability` (ZipMap: sequence of map string -> float, keys `"bad"`,
   `"good"`). Training AUC {auc:.3f}.
+- `model_columns.onnx`: a `ColumnTransformer` pipeline (scaled `income`, `age`, `debt_to_income`,
+  `external_risk_score`; one-hot `region`, `product`, unknown categories ignored) and a
+  `LogisticRegression`, converted by skl2onnx with one input per column: `income` float32 `[None, 1]`
+  (fed from the `annual_income` column), `age` int64 `[None, 1]`, `debt_to_income` and
+  `external_risk_score` float32 `[None, 1]`, `region` and `product` string `[None, 1]`. Same outputs
+  as `model.onnx`. Training AUC {column_auc:.3f}.
 - `features.txt`: the 20 model features, one per line, in model input order.
 
 ## Columns
@@ -332,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     cols, labels = generate(args.rows, rng)
     counts = write_partitions(out, args.rows, cols, rng)
     auc, opsets = train_model(out, cols, labels)
+    column_auc = train_column_model(out, cols, labels)
 
     type_rows = [
         "| application_id | int64 (unique, increasing) |",
@@ -346,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
             opset=opsets[""],
             mlopset=opsets.get("ai.onnx.ml"),
             auc=auc,
+            column_auc=column_auc,
             table="\n".join(type_rows),
             bad=float((labels == "bad").mean()),
             seed=args.seed,

@@ -41,6 +41,11 @@ def test_every_readme_command_runs():
     parts = sorted((ROOT / "out" / "demo").glob("*.parquet"))
     assert len(parts) == 4 and (ROOT / "out" / "demo" / "_SUCCESS").exists()
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 200_000
+    columns = pq.read_table(ROOT / "out" / "demo-columns")  # the multi-input model, --input
+    assert columns.column_names == ["application_id", "ds", "prediction", "prob_bad", "prob_good"]
+    decisions = pq.read_table(ROOT / "out" / "demo-decisions")  # --threshold, --with-score, --output
+    assert decisions.column_names == ["application_id", "decision", "p_bad", "confidence"]
+    assert set(decisions["decision"].to_pylist()) == {"bad", "good"}
 
 
 def test_readme_python_blocks_run():
