@@ -82,7 +82,7 @@ def test_exit_codes(cls, code):
         ({"threshold": 1.5}, "threshold must be a probability between 0 and 1"),
         ({"features": ("a",), "input_columns": {"X": "a"}}, "features and input_columns are both given"),
         ({"input_columns": {"X": ["a", ""]}}, r"input_columns\['X'\] = \['a', ''\] is not a list of column names"),
-        ({"output_columns": {"a": "p", "b": "p"}}, "output_columns names column\(s\) 'p' more than once"),
+        ({"output_columns": {"a": "p", "b": "p"}}, r"output_columns names column\(s\) 'p' more than once"),
     ],
 )
 def test_spec_validation_names_the_field(changes, needle):
