@@ -105,8 +105,8 @@ def score(
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.", show_default=False)],
     features: Features = None,
     keep: Keep = None,
-    input_map: InputMap = None,
-    output_map: OutputMap = None,
+    input_columns: InputMap = None,
+    output_columns: OutputMap = None,
     threshold: Threshold = None,
     with_score: WithScore = False,
     batch_size: BatchSize = DEFAULT_BATCH_SIZE,
@@ -159,8 +159,10 @@ def score(
             filter=filter,
             prob_format=prob_format,  # type: ignore[arg-type]
             prediction_col=prediction_col,
-            input_columns={k: split_columns(v) or () for k, v in parse_assignments(input_map, flag="--input").items()},
-            output_columns=parse_assignments(output_map, flag="--output"),
+            input_columns={
+                k: split_columns(v) or () for k, v in parse_assignments(input_columns, flag="--input").items()
+            },
+            output_columns=parse_assignments(output_columns, flag="--output"),
             threshold=threshold,
             with_score=with_score,
             mode=mode,  # type: ignore[arg-type]
@@ -232,8 +234,8 @@ def inspect(
     ] = None,
     features: Features = None,
     keep: Keep = None,
-    input_map: InputMap = None,
-    output_map: OutputMap = None,
+    input_columns: InputMap = None,
+    output_columns: OutputMap = None,
     threshold: Threshold = None,
     with_score: WithScore = False,
     on_null: OnNull = "error",
@@ -249,8 +251,10 @@ def inspect(
             out="-",
             features=split_columns(features),
             keep=split_columns(keep),
-            input_columns={k: split_columns(v) or () for k, v in parse_assignments(input_map, flag="--input").items()},
-            output_columns=parse_assignments(output_map, flag="--output"),
+            input_columns={
+                k: split_columns(v) or () for k, v in parse_assignments(input_columns, flag="--input").items()
+            },
+            output_columns=parse_assignments(output_columns, flag="--output"),
             threshold=threshold,
             with_score=with_score,
             on_null=on_null,  # type: ignore[arg-type]

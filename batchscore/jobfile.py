@@ -9,7 +9,11 @@
     threads = 8                  on_null = "error"           prediction_col = "prediction"
                                  fill_value = 0.0            compression = "zstd"
                                  filter = "region = 'eu'"    partition_by = ["region"]
+                                 columns = {income = "annual_income", x = ["a", "b"]}
                                                              report = "out/report.json"
+                                                             columns = {prediction = "decision"}
+                                                             threshold = 0.7
+                                                             with_score = true
 
 Required: ``model.path``, ``input.paths``, ``output.path``. ``{ds}``,
 ``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths and the filter.
@@ -39,7 +43,7 @@ class _Key:
     field: str
     """The JobSpec field this key sets."""
     kind: str
-    """str, int, float, list (of strings), or paths (a string or a list of strings)."""
+    """str, int, float, bool, list (of strings), paths (a string or a list of strings), or table (of names)."""
     path: bool = False
     """A path: templated and resolved against the job file's folder."""
     template: bool = False
@@ -59,6 +63,7 @@ KEYS: dict[str, dict[str, _Key]] = {
         "on_null": _Key("on_null", "str"),
         "fill_value": _Key("fill_value", "float"),
         "filter": _Key("filter", "str", template=True),
+        "columns": _Key("input_columns", "table"),
     },
     "output": {
         "path": _Key("out", "str", path=True),
@@ -68,6 +73,9 @@ KEYS: dict[str, dict[str, _Key]] = {
         "compression": _Key("compression", "str"),
         "partition_by": _Key("partition_by", "list"),
         "report": _Key("report", "str", path=True),
+        "columns": _Key("output_columns", "table"),
+        "threshold": _Key("threshold", "float"),
+        "with_score": _Key("with_score", "bool"),
     },
     "run": {
         "batch_size": _Key("batch_size", "int"),
@@ -78,6 +86,8 @@ _KINDS = {
     "str": "a string",
     "int": "an integer",
     "float": "a number",
+    "bool": "true or false",
+    "table": 'a table of names, e.g. {income = "annual_income", x = ["a", "b"]}',
     "list": 'a list of strings, e.g. ["a", "b"]',
     "paths": 'a string or a list of strings, e.g. ["data/a", "data/b/*.parquet"]',
 }
@@ -179,6 +189,8 @@ def _convert(value: object, key: _Key, *, name: str, where: str, env: dict[str, 
         or (kind == "float" and isinstance(value, int | float) and not isinstance(value, bool))
         or (kind in ("list", "paths") and isinstance(value, list) and all(isinstance(v, str) for v in value))
         or (kind == "paths" and isinstance(value, str))
+        or (kind == "bool" and isinstance(value, bool))
+        or (kind == "table" and isinstance(value, dict) and all(_is_names(v) for v in value.values()))
     )
     if not ok:
         found = f"{_toml_type(value)} {value!r}"
@@ -197,6 +209,10 @@ def _convert(value: object, key: _Key, *, name: str, where: str, env: dict[str, 
     if key.template:
         return _fill(str(value), env, name=name, where=where)
     return value
+
+
+def _is_names(value: object) -> bool:
+    return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 def _fill(text: str, variables: dict[str, str], *, name: str, where: str) -> str:

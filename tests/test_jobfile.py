@@ -45,6 +45,9 @@ prediction_col = "label"
 compression = "snappy"
 partition_by = ["segment"]
 report = "reports/{yesterday_ds}.json"
+columns = {prediction = "decision", score = "confidence"}
+threshold = 0.7
+with_score = true
 
 [run]
 batch_size = 1000
@@ -92,6 +95,9 @@ def test_every_key_sets_its_field_with_dates_filled_and_paths_resolved_against_t
         compression="snappy",
         partition_by=("segment",),
         report=f"{j}/reports/2026-02-28.json",
+        output_columns={"prediction": "decision", "score": "confidence"},
+        threshold=0.7,
+        with_score=True,
         batch_size=1000,
         job=path,
     )
@@ -179,6 +185,10 @@ def test_set_paths_resolve_like_the_file(tmp_path):
         (MINIMAL.replace('paths = "in"', 'paths = "in"\nkeep = "id,segment"'), ["'input.keep' must be a list"]),
         # a list of numbers where names are expected
         (MINIMAL.replace('paths = "in"', 'paths = "in"\nfeatures = [1, 2]'), ["'input.features' must be a list"]),
+        # model inputs map to a column name or a list of them, not numbers
+        (MINIMAL.replace('paths = "in"', 'paths = "in"\ncolumns = {age = 3}'), ["'input.columns' must be a table"]),
+        # with_score is a boolean
+        (MINIMAL.replace('path = "out"', 'path = "out"\nwith_score = "yes"'), ["'output.with_score' must be true"]),
         # a required key missing
         (MINIMAL.replace('[output]\npath = "out"', ""), ["missing required key(s) 'output.path'"]),
         # not TOML at all
@@ -221,3 +231,11 @@ def test_bad_ds(tmp_path, ds):
 def test_missing_job_file(tmp_path):
     with pytest.raises(JobSpecError, match=r"job file .*nope\.toml does not exist"):
         load_job(str(tmp_path / "nope.toml"))
+
+
+def test_input_columns_from_a_job_file_and_set(tmp_path):
+    text = MINIMAL.replace('paths = "in"', 'paths = "in"\ncolumns = {income = "annual_income", X = ["a", "b"]}')
+    spec = load_job(job(tmp_path, text))
+    assert spec.input_map == {"income": ("annual_income",), "X": ("a", "b")}
+    spec = load_job(job(tmp_path, MINIMAL), overrides=['input.columns={city = "town"}'])
+    assert spec.input_map == {"city": ("town",)}
