@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -113,6 +114,7 @@ class Model:
         self.output_names = [o.name for o in self.outputs]
         self._device_inputs: dict[tuple[str, tuple[int, ...], str], Any] = {}
         self._bind_device = "cuda"
+        self._bind_lock = threading.Lock()  # the cached device buffers: a LazyFrame may score batches in threads
 
     def _classify(self) -> Kind:
         outs = self.outputs
@@ -231,7 +233,8 @@ class Model:
         """One inference call; returns every output by name."""
         try:
             if self.provider == "CUDAExecutionProvider" and all(a.dtype.kind in "fiub" for a in feeds.values()):
-                values = self._run_bound(feeds)
+                with self._bind_lock:
+                    values = self._run_bound(feeds)
             else:
                 values = self.session.run(self.output_names, feeds)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
