@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -282,3 +283,21 @@ def typed_table(rows: int, *, seed: int = 0) -> pa.Table:
             "name": pa.array(rng.choice(["x", "y", "z"], rows)),
         }
     )
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Path:
+    """A throwaway copy of the repo's runnable parts (data, jobs, Makefile), sharing .venv.
+
+    Commands from README.md and jobs/ run here, so they write to a fresh out/ and
+    never depend on (or collide with) what an earlier run left in the checkout.
+    """
+    root = tmp_path / "repo"
+    root.mkdir()
+    for folder in ("data", "jobs"):
+        shutil.copytree(ROOT / folder, root / folder, copy_function=shutil.copy2)
+    for name in ("Makefile", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, root / name)
+    if (ROOT / ".venv").exists():
+        (root / ".venv").symlink_to(ROOT / ".venv")
+    return root

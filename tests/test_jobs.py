@@ -62,18 +62,18 @@ def dag_constant(name: str) -> str:
     raise AssertionError(f"{name} not in jobs/airflow_dag.py")
 
 
-def test_airflow_dag_builds_the_nightly_command_and_a_duckdb_summary():
+def test_airflow_dag_builds_the_nightly_command_and_a_duckdb_summary(sandbox):
     tree = dag_tree()
     calls = {getattr(n.func, "id", None) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert {"DAG", "BashOperator", "PythonOperator"} <= calls
     command = dag_constant("SCORE_COMMAND")
     assert "batchscore run jobs/nightly_example.toml --ds {{ ds }}" in command
 
-    ds = "2026-11-18"  # a day no other test writes: tests run in parallel, and the lock would say so
+    ds = "2026-11-18"
     rendered = command.replace("{{ ds }}", ds)
-    if not (ROOT / ".venv" / "bin" / "batchscore").exists():
+    if not (sandbox / ".venv" / "bin" / "batchscore").exists():
         rendered = rendered.replace(".venv/bin/batchscore", str(BIN / "batchscore"))
-    result = shell(rendered)
+    result = shell(rendered, cwd=sandbox)
     assert result.returncode == 0, result.stderr
     assert all(json.loads(line)["logger"] == "batchscore" for line in result.stderr.splitlines())
 
@@ -86,7 +86,7 @@ def test_airflow_dag_builds_the_nightly_command_and_a_duckdb_summary():
     keep += [n for n in tree.body if isinstance(n, ast.Assign | ast.FunctionDef) and "SUMMARY" in ast.unparse(n)]
     namespace: dict[str, object] = {}
     exec(compile(ast.Module(body=keep, type_ignores=[]), "jobs/airflow_dag.py", "exec"), namespace)
-    summary = namespace["summarize"](ds, str(ROOT))  # type: ignore[operator]
+    summary = namespace["summarize"](ds, str(sandbox))  # type: ignore[operator]
     assert summary["applications"] == DEMO_ROWS[ds]
     assert 0.05 < summary["avg_prob_bad"] < 0.3 and 0 < summary["bad"] < DEMO_ROWS[ds]
 

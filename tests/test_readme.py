@@ -27,30 +27,31 @@ def test_readme_shows_the_two_setup_commands():
     assert "make demo" in commands and "make test" in commands
 
 
-def test_every_readme_command_runs():
+def test_every_readme_command_runs(sandbox):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     ran = 0
     for command in console_commands():
         if command == "make test":
             continue  # this very suite
-        result = subprocess.run(command, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(command, shell=True, cwd=sandbox, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr
         ran += 1
     assert ran >= 4
-    parts = sorted((ROOT / "out" / "demo").glob("*.parquet"))
-    assert len(parts) == 4 and (ROOT / "out" / "demo" / "_SUCCESS").exists()
+    parts = sorted((sandbox / "out" / "demo").glob("*.parquet"))
+    assert len(parts) == 4 and (sandbox / "out" / "demo" / "_SUCCESS").exists()
     assert sum(pq.read_metadata(p).num_rows for p in parts) == 200_000
-    columns = pq.read_table(ROOT / "out" / "demo-columns")  # the multi-input model, --input
+    columns = pq.read_table(sandbox / "out" / "demo-columns")  # the multi-input model, --input
     assert columns.column_names == ["application_id", "ds", "prediction", "prob_bad", "prob_good"]
-    decisions = pq.read_table(ROOT / "out" / "demo-decisions")  # --threshold, --with-score, --output
+    decisions = pq.read_table(sandbox / "out" / "demo-decisions")  # --threshold, --with-score, --output
     assert decisions.column_names == ["application_id", "decision", "p_bad", "confidence"]
     assert set(decisions["decision"].to_pylist()) == {"bad", "good"}
 
 
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(sandbox, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert blocks
+    monkeypatch.chdir(sandbox)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
-    assert (ROOT / "out" / "demo-api" / "_SUCCESS").exists()
+    assert (sandbox / "out" / "demo-api" / "_SUCCESS").exists()
