@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from batchscore.errors import JobSpecError, ModelError, NullValuesError, SchemaMismatchError
 from batchscore.features import null_message
-from batchscore.model import Model, OutputColumn, TensorInfo
+from batchscore.model import Model, TensorInfo
+from batchscore.outputs import OutputColumn, output_columns
 from batchscore.reader import InputFile
 from batchscore.spec import JobSpec
 
@@ -141,7 +142,8 @@ def plan_features(
         _check_width(binding, first)
 
     outputs = tuple(
-        model.output_columns(
+        output_columns(
+            model,
             prediction_col=spec.prediction_col,
             prob_format=spec.prob_format,
             threshold=spec.threshold,

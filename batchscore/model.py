@@ -1,4 +1,4 @@
-"""The ONNX model: load, inspect, pick the execution provider, decode outputs.
+"""The ONNX model: load, inspect, run (see session.py for devices, outputs.py for columns).
 
 At load time a ZipMap node (skl2onnx's default dict-per-row probability output)
 is cut out of the graph with the ``onnx`` library and replaced by the float
@@ -8,15 +8,9 @@ class labels come from the classifier node's attributes.
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
 import hashlib
-import importlib.util
-import logging
 import os
-import sys
 import threading
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,19 +18,17 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import onnxruntime as ort
-import pyarrow as pa
 from onnx import helper
 
-from batchscore.errors import DeviceUnavailableError, JobSpecError, ModelError
-from batchscore.spec import Device, ProbFormat
+from batchscore.errors import ModelError
+from batchscore.session import create_session
+from batchscore.spec import Device
 
 if TYPE_CHECKING:
     from typing import Unpack
 
     from batchscore.frames import Frame, ScoreOptions
 
-log = logging.getLogger("batchscore")
-ort.set_default_logger_severity(3)
 
 Kind = Literal["classifier", "regressor", "generic"]
 _LABEL_ATTRS = ("classlabels_strings", "classlabels_int64s", "classlabels_ints")
@@ -55,23 +47,6 @@ class TensorInfo:
     def describe(self) -> str:
         dims = "?" if self.shape is None else "[" + ", ".join("N" if d is None else str(d) for d in self.shape) + "]"
         return f"{self.name}: {self.type} {dims}"
-
-
-@dataclass(frozen=True)
-class OutputColumn:
-    """One output column: its name, Arrow type, and where its values come from."""
-
-    name: str
-    type: pa.DataType
-    source: str
-    """The model output it is read from."""
-    role: Literal["label", "prob", "probs", "value", "list", "threshold", "score"]
-    index: int = 0
-    """Class index for role 'prob'; the positive class for role 'threshold'."""
-    threshold: float | None = None
-    """Roles 'threshold' and 'score': the positive class wins when its probability >= threshold."""
-    classes: tuple[Any, ...] = ()
-    """Role 'threshold': the class labels, negative first."""
 
 
 def file_sha256(path: str) -> str:
@@ -110,7 +85,7 @@ class Model:
         if self.zipmap_removed:
             model_source = proto.SerializeToString()
         del proto
-        self.session, self.provider = _create_session(model_source, path, device=device, threads=threads)
+        self.session, self.provider = create_session(model_source, path, device=device, threads=threads)
         self.output_names = [o.name for o in self.outputs]
         self._device_inputs: dict[tuple[str, tuple[int, ...], str], Any] = {}
         self._bind_device = "cuda"
@@ -148,77 +123,13 @@ class Model:
             raise ModelError(msg)
         return fixed.pop() if fixed else None
 
-    def output_columns(
-        self,
-        *,
-        prediction_col: str,
-        prob_format: ProbFormat,
-        threshold: float | None = None,
-        with_score: bool = False,
-        rename: Mapping[str, str] | None = None,
-    ) -> list[OutputColumn]:
-        """The columns scoring adds, in order.
-
-        By default: the prediction, then the probabilities (and the score), or one column per output.
-        ``rename`` (``--output NAME=COLUMN``) picks and renames, NAME being a default column or a model output.
-        """
-        if threshold is not None and not self.is_binary:
-            msg = (
-                f"--threshold needs a binary classifier, but {self.path} is {self._kind_text()}; leave --threshold out"
-            )
-            raise JobSpecError(msg)
-        if with_score and self.kind != "classifier":
-            msg = f"--with-score needs a classifier, but {self.path} is {self._kind_text()}; leave --with-score out"
-            raise JobSpecError(msg)
-        if self.kind == "classifier":
-            label, probs = self.outputs
-            labels = tuple(self.class_labels or ())
-            label_type = pa.string() if label.dtype is not None and label.dtype.kind in "OU" else pa.int64()
-            if threshold is None:
-                predicted = OutputColumn(prediction_col, label_type, label.name, "label")
-            else:
-                predicted = OutputColumn(prediction_col, label_type, probs.name, "threshold", 1, threshold, labels)
-            per_class = [
-                OutputColumn(f"prob_{lab}", pa.float32(), probs.name, "prob", i) for i, lab in enumerate(labels)
-            ]
-            as_list = OutputColumn("probabilities", pa.list_(pa.float32()), probs.name, "probs")
-            score = OutputColumn("score", pa.float32(), probs.name, "score", 1, threshold)
-            defaults = [predicted, *(per_class if prob_format == "columns" else [as_list])]
-            candidates = [predicted, *per_class, as_list, score]
-            if with_score:
-                defaults.append(score)
-        elif self.kind == "regressor":
-            defaults = candidates = [_tensor_column(self.outputs[0], prediction_col)]
-        else:
-            defaults = candidates = [_tensor_column(out, out.name) for out in self.outputs]
-        if not rename:
-            return defaults
-        return self._pick(candidates, rename)
-
-    def _pick(self, candidates: list[OutputColumn], rename: Mapping[str, str]) -> list[OutputColumn]:
-        by_name = {c.name: c for c in candidates}
-        tensors = {o.name: o for o in self.outputs}
-        picked = []
-        for name, column in rename.items():
-            if name in by_name:
-                picked.append(dataclasses.replace(by_name[name], name=column))
-            elif name in tensors:
-                picked.append(_tensor_column(tensors[name], column))
-            else:
-                known = ", ".join([*by_name, *(t for t in tensors if t not in by_name)])
-                msg = (
-                    f"--output {name}={column}: {name!r} is neither an output column nor a model output "
-                    f"(known: {known}); pick one of those"
-                )
-                raise JobSpecError(msg)
-        return picked
-
     @property
     def is_binary(self) -> bool:
         """A classifier with exactly two classes."""
         return self.kind == "classifier" and len(self.class_labels or ()) == 2
 
-    def _kind_text(self) -> str:
+    def kind_text(self) -> str:
+        """The kind in words, for messages: "a classifier with 3 classes", "a regressor model"."""
         if self.kind == "classifier":
             return f"a classifier with {len(self.class_labels or ())} classes"
         return f"a {self.kind} model"
@@ -275,71 +186,6 @@ class Model:
             "zipmap_removed": self.zipmap_removed,
             "provider": self.provider,
         }
-
-
-def decode_outputs(
-    columns: Sequence[OutputColumn], values: dict[str, np.ndarray], *, rows: int, mask: np.ndarray | None
-) -> list[pa.Array]:
-    """Turn the model's output arrays into Arrow columns; ``mask`` marks rows whose outputs are null."""
-    for name, arr in values.items():
-        if arr.ndim == 0 or arr.shape[0] != rows:
-            msg = (
-                f"model output {name!r} has shape {list(arr.shape)} for a batch of {rows} rows; "
-                "every output must have the row count as its first dimension"
-            )
-            raise ModelError(msg)
-    arrow_mask = None if mask is None else pa.array(mask)
-    result: list[pa.Array] = []
-    transposed: dict[str, np.ndarray] = {}
-    for col in columns:
-        arr = values[col.source]
-        if col.role in ("threshold", "score"):
-            result.append(_from_probabilities(col, arr, mask))
-        elif col.role == "prob":
-            if col.source not in transposed:
-                transposed[col.source] = np.ascontiguousarray(arr.T, dtype=np.float32)
-            result.append(pa.array(transposed[col.source][col.index], pa.float32(), mask=mask))
-        elif col.role in ("probs", "list"):
-            flat = np.ascontiguousarray(arr).reshape(rows, -1)
-            width = flat.shape[1]
-            value_type = col.type.value_type
-            offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
-            values_arr = pa.array(flat.reshape(-1), value_type)
-            result.append(pa.ListArray.from_arrays(offsets, values_arr, type=col.type, mask=arrow_mask))
-        else:
-            flat = arr.reshape(rows) if arr.ndim == 2 else arr
-            result.append(pa.array(flat, col.type, mask=mask))
-    return result
-
-
-def _from_probabilities(col: OutputColumn, probs: np.ndarray, mask: np.ndarray | None) -> pa.Array:
-    if col.threshold is None:  # score without a threshold: the winning class's probability
-        return pa.array(probs.max(axis=1), pa.float32(), mask=mask)
-    positive = probs[:, col.index] >= col.threshold
-    if col.role == "score":
-        return pa.array(np.where(positive, probs[:, 1], probs[:, 0]), pa.float32(), mask=mask)
-    classes = np.array(col.classes, dtype=object if pa.types.is_string(col.type) else np.int64)
-    return pa.array(classes[positive.astype(np.intp)], col.type, mask=mask)
-
-
-def _tensor_column(out: TensorInfo, name: str) -> OutputColumn:
-    """A whole output tensor as one column: ``[N]`` and ``[N, 1]`` plain, ``[N, k]`` a list."""
-    if out.dtype is None or out.shape is None or not 1 <= len(out.shape) <= 2:
-        msg = (
-            f"model output {out.describe()} is not a [rows] or [rows, k] tensor, so it cannot become a "
-            "column; re-export the model with tensor outputs"
-        )
-        raise ModelError(msg)
-    if len(out.shape) == 2 and out.shape[1] != 1:
-        return OutputColumn(name, pa.list_(_arrow_type(out)), out.name, "list")
-    return OutputColumn(name, _arrow_type(out), out.name, "value")
-
-
-def _arrow_type(info: TensorInfo) -> pa.DataType:
-    assert info.dtype is not None
-    if info.dtype.kind in "OU":
-        return pa.string()
-    return pa.from_numpy_dtype(info.dtype)
 
 
 def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -403,83 +249,3 @@ def _remove_zipmap(proto: onnx.ModelProto) -> bool:
         )
         removed = True
     return removed
-
-
-def _cuda_driver_missing() -> str | None:
-    """Why CUDA cannot work here, or None when a driver library loads."""
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return f"this onnxruntime ({ort.__version__}) has no CUDA provider; install onnxruntime-gpu"
-    lib = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
-    try:
-        ctypes.CDLL(lib)
-    except OSError:
-        return f"no NVIDIA driver found ({lib} does not load): no GPU on this machine"
-    return None
-
-
-def _preload_cuda_wheels() -> None:
-    # onnxruntime-gpu[cuda,cudnn] ships CUDA and cuDNN as nvidia-* wheels; load them before the session.
-    if importlib.util.find_spec("nvidia") is not None and hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()
-        except Exception as exc:  # best effort: a system CUDA may still work
-            log.debug("onnxruntime.preload_dlls() failed: %s", exc)
-
-
-def _available_cores() -> int:
-    """Cores this process may run on (taskset and cpusets respected where the OS tells)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _session_options(threads: int | None, severity: int) -> ort.SessionOptions:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or _available_cores()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = severity
-    # The CPU arena keeps every batch's peak activations for good; big batches allocate cheaply anyway.
-    opts.enable_cpu_mem_arena = False
-    # Spinning threads steal the core that reading and writing need.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
-def _create_session(
-    source: str | bytes, path: str, *, device: Device, threads: int | None
-) -> tuple[ort.InferenceSession, str]:
-    cpu = ["CPUExecutionProvider"]
-    reason = None
-    if device in ("auto", "cuda"):
-        reason = _cuda_driver_missing()
-        if reason is None:
-            _preload_cuda_wheels()
-            session = _new_session(source, path, ["CUDAExecutionProvider", *cpu], _session_options(threads, 4))
-            active = session.get_providers()[0]
-            if active == "CUDAExecutionProvider":
-                log.info("device: CUDA (onnxruntime %s)", ort.__version__)
-                return session, active
-            reason = "onnxruntime could not start the CUDA provider (CUDA 13 or cuDNN 9 libraries missing?)"
-        if device == "cuda":
-            msg = (
-                f"--device cuda is unavailable: {reason}; install CUDA 13 and cuDNN 9 or "
-                "pip install 'batchscore[cuda]', or use --device cpu"
-            )
-            raise DeviceUnavailableError(msg)
-        log.info("device: CPU (CUDA not used: %s)", reason)
-    session = _new_session(source, path, cpu, _session_options(threads, 3))
-    return session, session.get_providers()[0]
-
-
-def _new_session(
-    source: str | bytes, path: str, providers: list[str], options: ort.SessionOptions
-) -> ort.InferenceSession:
-    try:
-        return ort.InferenceSession(source, sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises Fail, InvalidGraph, NotImplemented...
-        msg = (
-            f"onnxruntime {ort.__version__} cannot load model {path}: {' '.join(str(exc).split())}; "
-            "re-export it with an opset this onnxruntime supports"
-        )
-        raise ModelError(msg) from exc

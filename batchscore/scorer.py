@@ -3,7 +3,7 @@
 Each model input is assembled from its columns (:mod:`batchscore.features`),
 the model runs (in chunks of exactly its batch size when it fixes one, the last
 chunk padded with copies of its last row and the padded rows' outputs dropped),
-and the outputs are decoded into Arrow columns (:func:`batchscore.model.decode_outputs`).
+and the outputs are decoded into Arrow columns (:func:`batchscore.outputs.decode_outputs`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from batchscore.features import FeatureAssembler, VectorAssembler
 from batchscore.mapping import FeaturePlan, InputBinding
-from batchscore.model import Model, decode_outputs
+from batchscore.model import Model
+from batchscore.outputs import decode_outputs
 from batchscore.spec import OnNull
 
 

@@ -8,6 +8,7 @@ from conftest import direct_run, training_data
 
 from batchscore import Model
 from batchscore.errors import ModelError
+from batchscore.outputs import output_columns
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_describe(models):
 def test_output_whose_first_dimension_is_not_rows_is_an_error(models):
     import pyarrow as pa
 
-    from batchscore.model import OutputColumn, decode_outputs
+    from batchscore.outputs import OutputColumn, decode_outputs
 
     col = OutputColumn("y", pa.float32(), "y", "value")
     with pytest.raises(ModelError, match=r"model output 'y' has shape \[3\] for a batch of 4 rows"):
@@ -101,8 +102,8 @@ def test_io_binding_path_gives_the_same_numbers(models):
 )
 def test_output_columns(models, name, options, columns):
     model = Model(str(models[name]), device="cpu")
-    picked = model.output_columns(
-        prediction_col="prediction", prob_format=options.pop("prob_format", "columns"), **options
+    picked = output_columns(
+        model, prediction_col="prediction", prob_format=options.pop("prob_format", "columns"), **options
     )
     assert [c.name for c in picked] == columns
 
@@ -110,7 +111,7 @@ def test_output_columns(models, name, options, columns):
 def test_threshold_and_score_decode(tmp_path):
     import pyarrow as pa
 
-    from batchscore.model import OutputColumn, decode_outputs
+    from batchscore.outputs import OutputColumn, decode_outputs
 
     probs = np.array([[0.2, 0.8], [0.4, 0.6], [0.9, 0.1]], dtype=np.float32)
     label = OutputColumn("prediction", pa.string(), "p", "threshold", 1, 0.7, ("good", "bad"))
