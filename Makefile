@@ -3,8 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# benchmarks/ is linted where it exists (a checkout without it still lints clean)
-LINT_PATHS := batchscore tests data jobs $(wildcard benchmarks)
+LINT_PATHS := batchscore tests data jobs benchmarks
 
 .PHONY: demo test lint bench bench-quick clean
 
@@ -30,10 +29,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
-## bench: throughput and peak memory against hand-written loops (about 10 minutes)
+## bench: throughput and peak memory against hand-written loops, side by side in one run (about 4 minutes)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
+## bench-quick: the same on 200k rows (about 30 s)
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --quick
 

@@ -1,0 +1,845 @@
+"""Benchmark harness for ``batchscore`` (run via ``make bench``).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench.py                 # 5M rows, all models
+    .venv/bin/python benchmarks/bench.py --quick         # ~200k rows smoke run
+    .venv/bin/python benchmarks/bench.py --models logreg,gbt --rows 1000000 --keep-data
+
+Every measurement runs in its own fresh subprocess, so peak RSS is that
+process's ``ru_maxrss`` (taken with ``os.wait4`` by the small ``launch.py``
+launcher, which keeps this process's RSS out of the number and also covers any
+child processes the contender reaped).  Contenders per model:
+
+* ``inference``  -- onnxruntime ``session.run`` alone on pre-converted float32 input;
+* ``plain``      -- the hand-written pyarrow + onnxruntime loop;
+* ``polars``     -- ``pl.scan_parquet(f).collect()`` + one ``session.run`` per file;
+* ``batchscore`` -- ``python -m batchscore score ...`` end to end.
+
+Plus data-wide stage-alone numbers (Parquet read, float64->float32
+conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
+files vs all of them) and its start-up time.  The results are printed as
+tables with PASS/FAIL against the performance targets and written to a JSON
+file.
+
+The module has no import-time side effects; call :func:`main` with an argv
+list (e.g. ``main(['--quick', '--rows', '20000', '--models', 'logreg'])``) to
+run it programmatically -- it returns the results dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+if __package__:
+    from . import datagen
+else:  # executed as a script: benchmarks/ is sys.path[0]
+    import datagen  # type: ignore[no-redef]
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+WORKER = BENCH_DIR / "worker.py"
+LAUNCHER = BENCH_DIR / "launch.py"
+DEFAULT_CACHE = BENCH_DIR / ".cache"
+DEFAULT_JSON = BENCH_DIR / "results.json"
+
+DEFAULT_ROWS = 5_000_000
+DEFAULT_FILES = 10
+QUICK_ROWS = 200_000
+QUICK_FILES = 4
+QUICK_TRAIN_ROWS = 5_000
+
+#: Per-model cap on the rows each contender scores, so that the default run
+#: fits in ~10 minutes on a 2-core machine.  Contenders of one model always
+#: score the same files (the first k files whose rows fit under the cap, at
+#: least one), so the ratios stay apples to apples.  ``--no-caps`` disables.
+MODEL_ROW_CAPS: dict[str, int] = {
+    "gbt": 3_000_000,
+    "mlp": 3_000_000,
+    "regressor": 2_000_000,
+}
+
+RSS_LIMIT_MB = 500.0
+RSS_FLAT_LIMIT = 0.10
+STARTUP_LIMIT_S = 1.0
+
+E2E = ("plain", "polars", "batchscore")
+
+
+def log(msg: str = "") -> None:
+    """Print a progress line immediately."""
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------
+# subprocess plumbing
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ChildResult:
+    """Outcome of one child process."""
+
+    cmd: list[str]
+    returncode: int
+    wall_s: float
+    maxrss_mb: float
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the child exited 0 within its time limit."""
+        return self.returncode == 0 and not self.timed_out
+
+    def stderr_tail(self, n: int = 15) -> str:
+        """Last ``n`` lines of stderr (for failure reports)."""
+        return "\n".join(self.stderr.strip().splitlines()[-n:])
+
+
+def run_child(
+    cmd: Sequence[str], timeout_s: float, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> ChildResult:
+    """Run ``cmd`` via ``launch.py`` and return its wall time and peak RSS.
+
+    The launcher (a fresh, small interpreter) forks ``cmd`` and reads its
+    ``ru_maxrss`` with ``os.wait4``: exact for that process (and whatever it
+    reaped), and not inflated by this process's own RSS, which a directly
+    forked child would inherit as its starting high-water mark.  Output goes
+    to temporary files so no pipe can fill up and stall the child.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        launcher = [sys.executable, "-S", str(LAUNCHER), str(result_path), str(timeout_s), "--", *cmd]
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            try:
+                proc = subprocess.run(
+                    launcher,
+                    cwd=cwd,
+                    env=env,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout_s + 60,
+                    check=False,
+                )
+                launcher_rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                launcher_rc = -1
+        stdout = out_path.read_text(errors="replace")
+        stderr = err_path.read_text(errors="replace")
+        try:
+            meas = json.loads(result_path.read_text())
+        except (OSError, ValueError):
+            return ChildResult(
+                cmd=list(cmd),
+                returncode=launcher_rc or -1,
+                wall_s=0.0,
+                maxrss_mb=0.0,
+                stdout=stdout,
+                stderr=stderr + f"\n[launcher failed, exit {launcher_rc}]",
+                timed_out=launcher_rc == -1,
+            )
+        return ChildResult(
+            cmd=list(cmd),
+            returncode=int(meas["returncode"]),
+            wall_s=float(meas["wall_s"]),
+            maxrss_mb=float(meas["maxrss_kb"]) / 1024.0,
+            stdout=stdout,
+            stderr=stderr,
+            timed_out=bool(meas["timed_out"]),
+        )
+
+
+@dataclass
+class Measurement:
+    """One contender (or stage) measured in its own process."""
+
+    name: str
+    rows: int = 0
+    wall_s: float = 0.0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    ok: bool = False
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        """Headline rate.
+
+        For end-to-end contenders this is rows / process wall time (interpreter
+        start-up and imports included, identical treatment for all three); for
+        stages and inference-only it is rows / the timed section.
+        """
+        secs = self.wall_s if self.name in E2E else self.seconds
+        return self.rows / secs if self.ok and secs > 0 else 0.0
+
+    @property
+    def internal_rows_per_s(self) -> float:
+        """Rows / seconds measured inside the child (0 when unknown)."""
+        return self.rows / self.seconds if self.ok and self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable view."""
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "wall_s": round(self.wall_s, 4),
+            "seconds": round(self.seconds, 4),
+            "rows_per_s": round(self.rows_per_s, 1),
+            "internal_rows_per_s": round(self.internal_rows_per_s, 1),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "error": self.error,
+            **self.extra,
+        }
+
+
+def run_worker(name: str, spec: dict[str, Any], timeout_s: float) -> Measurement:
+    """Run one ``worker.py`` kind in a fresh interpreter and parse its JSON line."""
+    res = run_child([sys.executable, str(WORKER), json.dumps(spec)], timeout_s)
+    m = Measurement(name=name, wall_s=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    if not res.ok:
+        m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
+        return m
+    try:
+        payload = json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        m.error = f"unparseable worker output: {res.stdout[-500:]!r}"
+        return m
+    m.ok = True
+    m.rows = int(payload["rows"])
+    m.seconds = float(payload["seconds"])
+    m.extra["self_maxrss_mb"] = round(float(payload.get("maxrss_mb", 0.0)), 1)
+    return m
+
+
+def count_parquet_rows(path: Path) -> int:
+    """Total rows of all ``*.parquet`` files under ``path`` (from footers only)."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        return 0
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(path.rglob("*.parquet")))
+
+
+def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Path) -> list[str]:
+    """The ``batchscore score`` command line the benchmark runs."""
+    return [
+        sys.executable,
+        "-m",
+        "batchscore",
+        "score",
+        *map(str, files),
+        "--model",
+        str(model),
+        "--out",
+        str(out_dir),
+        "--features",
+        ",".join(datagen.FEATURES),
+        "--keep",
+        "id",
+        "--mode",
+        "overwrite",
+        "--quiet",
+        "--report",
+        str(report),
+    ]
+
+
+def run_batchscore(
+    files: Sequence[Path], model: Path, out_dir: Path, timeout_s: float, expect_rows: int
+) -> Measurement:
+    """Run the batchscore CLI end to end; never raises on a batchscore failure."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    report = out_dir.parent / f"{out_dir.name}.report.json"
+    report.unlink(missing_ok=True)
+    res = run_child(batchscore_cmd(files, model, out_dir, report), timeout_s)
+    m = Measurement(name="batchscore", wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    if not res.ok:
+        m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
+        log(f"    batchscore FAILED ({m.error.splitlines()[0] if m.error else ''})")
+        for line in res.stderr_tail().splitlines():
+            log(f"      | {line}")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return m
+    rep: dict[str, Any] = {}
+    if report.exists():
+        try:
+            rep = json.loads(report.read_text())
+        except ValueError:
+            rep = {}
+    written = count_parquet_rows(out_dir)
+    m.ok = True
+    m.rows = expect_rows
+    if isinstance(rep.get("seconds"), int | float) and rep["seconds"] > 0:
+        m.seconds = float(rep["seconds"])
+    m.extra["rows_in_output"] = written
+    m.extra["report"] = {
+        k: rep[k] for k in ("rows_written", "seconds", "rows_per_s", "provider", "peak_rss_mb") if k in rep
+    }
+    if written != expect_rows:
+        m.extra["warning"] = f"output has {written} rows, expected {expect_rows}"
+        log(f"    WARNING: batchscore output has {written:,} rows, expected {expect_rows:,}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    report.unlink(missing_ok=True)
+    return m
+
+
+# --------------------------------------------------------------------------
+# formatting helpers
+# --------------------------------------------------------------------------
+
+
+def fmt_rate(r: float) -> str:
+    """Human rows/s, e.g. ``3.21M``."""
+    if r <= 0:
+        return "-"
+    return f"{r / 1e6:.2f}M" if r >= 1e5 else f"{r / 1e3:.1f}k"
+
+
+def fmt_ratio(r: float | None) -> str:
+    """Ratio with an ``x`` suffix, or ``-``."""
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def ratio(a: Measurement | None, b: Measurement | None) -> float | None:
+    """``a.rows_per_s / b.rows_per_s`` when both succeeded."""
+    if a is None or b is None or not a.ok or not b.ok or b.rows_per_s <= 0:
+        return None
+    return a.rows_per_s / b.rows_per_s
+
+
+def check(name: str, target: str, value: float | None, passed: bool | None, note: str = "") -> dict[str, Any]:
+    """One PASS/FAIL record; ``passed=None`` means it could not be evaluated (counted as FAIL)."""
+    return {
+        "name": name,
+        "target": target,
+        "value": None if value is None else round(value, 4),
+        "pass": bool(passed),
+        "note": note if passed is not None else (note or "not measured"),
+    }
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print a simple left/right aligned text table."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    log(line)
+    log("-" * len(line))
+    for r in rows:
+        log("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+
+
+# --------------------------------------------------------------------------
+# environment
+# --------------------------------------------------------------------------
+
+
+def _dist_version(*names: str) -> str | None:
+    """Installed version of the first distribution found among ``names``."""
+    for n in names:
+        try:
+            return metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, memory and library versions for the results file."""
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb: float | None = None
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    try:
+        load: list[float] | None = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "loadavg_at_start": load,
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+        "cpu_model": cpu_model,
+        "memory_gb": mem_gb,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {
+            "onnxruntime": _dist_version("onnxruntime-gpu", "onnxruntime"),
+            "pyarrow": _dist_version("pyarrow"),
+            "numpy": _dist_version("numpy"),
+            "polars": _dist_version("polars"),
+            "scikit-learn": _dist_version("scikit-learn"),
+            "skl2onnx": _dist_version("skl2onnx"),
+            "batchscore": _dist_version("batchscore"),
+        },
+    }
+
+
+# --------------------------------------------------------------------------
+# benchmark sections
+# --------------------------------------------------------------------------
+
+
+def files_for_model(ds: datagen.Dataset, model: str, caps: bool) -> tuple[list[Path], int, str]:
+    """Files a model's contenders score, their row total, and a note if capped."""
+    cap = MODEL_ROW_CAPS.get(model) if caps else None
+    if cap is None or cap >= sum(ds.file_rows):
+        return list(ds.files), sum(ds.file_rows), ""
+    chosen: list[Path] = []
+    total = 0
+    for f, n in zip(ds.files, ds.file_rows, strict=True):
+        if chosen and total + n > cap:
+            break
+        chosen.append(f)
+        total += n
+    note = f"capped: {len(chosen)}/{len(ds.files)} files, {total:,} rows (cap {cap:,})"
+    return chosen, total, note
+
+
+def bench_stages(ds: datagen.Dataset, out_root: Path, timeout_s: float) -> dict[str, Measurement]:
+    """Data-wide stage-alone numbers: read, convert, write."""
+    files = [str(f) for f in ds.files]
+    feats = list(datagen.FEATURES)
+    stages: dict[str, Measurement] = {}
+    log("stages (each in a fresh process):")
+    stages["read"] = run_worker("read", {"kind": "stage_read", "files": files, "columns": ["id", *feats]}, timeout_s)
+    log(f"  read     {fmt_rate(stages['read'].rows_per_s):>8} rows/s  {stages['read'].peak_rss_mb:7.0f} MB")
+    stages["convert"] = run_worker("convert", {"kind": "stage_convert", "files": files, "features": feats}, timeout_s)
+    log(f"  convert  {fmt_rate(stages['convert'].rows_per_s):>8} rows/s  {stages['convert'].peak_rss_mb:7.0f} MB")
+    out_dir = out_root / "stage_write"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    stages["write"] = run_worker(
+        "write", {"kind": "stage_write", "out_dir": str(out_dir), "file_rows": ds.file_rows}, timeout_s
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    log(f"  write    {fmt_rate(stages['write'].rows_per_s):>8} rows/s  {stages['write'].peak_rss_mb:7.0f} MB")
+    for m in stages.values():
+        if not m.ok:
+            log(f"  stage {m.name} FAILED: {m.error}")
+    return stages
+
+
+def _best(runs: list[Measurement]) -> Measurement:
+    """Fastest successful run (or the first failure)."""
+    good = [m for m in runs if m.ok]
+    return max(good, key=lambda m: m.rows_per_s) if good else runs[0]
+
+
+def bench_model(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Inference-only, plain, polars and batchscore for one model."""
+    files, rows, note = files_for_model(ds, model, caps=not args.no_caps)
+    model_path = ds.models[model]
+    log(f"model {model}: {len(files)} files, {rows:,} rows{'  [' + note + ']' if note else ''}")
+    fstr = [str(f) for f in files]
+    feats = list(datagen.FEATURES)
+    results: dict[str, Measurement] = {}
+    for contender in ("inference", "plain", "polars", "batchscore"):
+        if contender in args.skip:
+            continue
+        runs: list[Measurement] = []
+        for _ in range(args.repeat):
+            out_dir = out_root / model / contender
+            shutil.rmtree(out_dir, ignore_errors=True)
+            if contender == "batchscore":
+                m = run_batchscore(files, model_path, out_dir, args.child_timeout, rows)
+            else:
+                kind = "infer" if contender == "inference" else contender
+                spec = {
+                    "kind": kind,
+                    "files": fstr,
+                    "features": feats,
+                    "model": str(model_path),
+                    "out_dir": str(out_dir),
+                }
+                m = run_worker(contender, spec, args.child_timeout)
+                if m.ok and contender != "inference":
+                    written = count_parquet_rows(out_dir)
+                    m.extra["rows_in_output"] = written
+                    if written != rows:
+                        m.extra["warning"] = f"output has {written} rows, expected {rows}"
+                        log(f"    WARNING: {contender} output has {written:,} rows, expected {rows:,}")
+                if not m.ok:
+                    log(f"    {contender} FAILED: {m.error}")
+            shutil.rmtree(out_dir, ignore_errors=True)
+            runs.append(m)
+            if not m.ok:
+                break
+        best = _best(runs)
+        if len(runs) > 1:
+            best.extra["repeats_rows_per_s"] = [round(r.rows_per_s, 1) for r in runs]
+        results[contender] = best
+        log(
+            f"  {contender:<10} {fmt_rate(best.rows_per_s):>8} rows/s  {best.peak_rss_mb:7.0f} MB"
+            f"  {best.wall_s:6.2f} s wall"
+        )
+    return {"files": len(files), "rows": rows, "note": note, "contenders": results}
+
+
+def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: Measurement | None) -> dict[str, Any]:
+    """batchscore peak RSS on 1/4 of the files vs all of them (logreg model)."""
+    k = max(1, len(ds.files) // 4)
+    quarter_files = ds.files[:k]
+    quarter_rows = sum(ds.file_rows[:k])
+    total_rows = sum(ds.file_rows)
+    log(f"peak-RSS flatness (batchscore, logreg): {k} vs {len(ds.files)} files")
+    q = run_batchscore(quarter_files, ds.models["logreg"], out_root / "flat" / "quarter", timeout_s, quarter_rows)
+    if full is None or not full.ok or full.rows != total_rows:
+        full = run_batchscore(ds.files, ds.models["logreg"], out_root / "flat" / "full", timeout_s, total_rows)
+    growth = (full.peak_rss_mb / q.peak_rss_mb - 1.0) if q.ok and full.ok and q.peak_rss_mb > 0 else None
+    log(
+        f"  quarter {q.peak_rss_mb:7.0f} MB  full {full.peak_rss_mb:7.0f} MB  "
+        f"growth {'-' if growth is None else f'{growth * 100:+.1f}%'}"
+    )
+    return {
+        "files_small": k,
+        "files_full": len(ds.files),
+        "rows_small": quarter_rows,
+        "rows_full": total_rows,
+        "rows_ratio": round(total_rows / quarter_rows, 3) if quarter_rows else None,
+        "small": q.to_dict(),
+        "full": full.to_dict(),
+        "rss_ratio": None if growth is None else round(1.0 + growth, 4),
+        "rss_growth": None if growth is None else round(growth, 4),
+    }
+
+
+def bench_startup(model: Path, timeout_s: float, repeats: int = 3) -> dict[str, Any]:
+    """Wall time of ``import batchscore`` and of ``batchscore inspect MODEL`` (median of ``repeats``)."""
+
+    def median_wall(cmd: list[str]) -> tuple[float | None, str]:
+        walls: list[float] = []
+        for _ in range(repeats):
+            res = run_child(cmd, timeout_s)
+            if not res.ok:
+                return None, res.stderr_tail(8)
+            walls.append(res.wall_s)
+        return statistics.median(walls), ""
+
+    log("start-up:")
+    base, _ = median_wall([sys.executable, "-c", "pass"])
+    imp, imp_err = median_wall([sys.executable, "-c", "import batchscore"])
+    insp, insp_err = median_wall([sys.executable, "-m", "batchscore", "inspect", str(model)])
+    for label, val, err in (
+        ("python -c pass", base, ""),
+        ("import batchscore", imp, imp_err),
+        ("batchscore inspect", insp, insp_err),
+    ):
+        log(f"  {label:<20} {'FAILED' if val is None else f'{val:.3f} s'}")
+        for line in err.splitlines():
+            log(f"      | {line}")
+    return {"python_bare_s": base, "import_s": imp, "inspect_s": insp, "error": (imp_err or insp_err) or ""}
+
+
+# --------------------------------------------------------------------------
+# checks and report
+# --------------------------------------------------------------------------
+
+
+def model_checks(model: str, res: dict[str, Any]) -> list[dict[str, Any]]:
+    """PASS/FAIL records for one model against the targets of the performance issue."""
+    c: dict[str, Measurement] = res["contenders"]
+    bs, plain, polars, inf = c.get("batchscore"), c.get("plain"), c.get("polars"), c.get("inference")
+    out: list[dict[str, Any]] = []
+
+    def ge(label: str, other: Measurement | None, factor: float) -> None:
+        r = ratio(bs, other)
+        out.append(
+            check(
+                f"{model}: batchscore >= {factor:g}x {label}", f">= {factor:g}", r, None if r is None else r >= factor
+            )
+        )
+
+    if model == "logreg":
+        ge("plain", plain, 2.0)
+        ge("polars", polars, 1.4)
+    elif model == "logreg_zipmap":
+        ge("plain", plain, 4.0)
+    else:
+        ge("inference-only", inf, 0.9)
+        ge("plain", plain, 1.0)
+        ge("polars", polars, 1.0)
+    rss = bs.peak_rss_mb if bs is not None and bs.ok else None
+    out.append(
+        check(
+            f"{model}: batchscore peak RSS <= {RSS_LIMIT_MB:g} MB",
+            f"<= {RSS_LIMIT_MB:g}",
+            rss,
+            None if rss is None else rss <= RSS_LIMIT_MB,
+        )
+    )
+    return out
+
+
+def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measurement]) -> None:
+    """Per-model table: contenders, rates, RSS and batchscore ratios."""
+    c: dict[str, Measurement] = res["contenders"]
+    title = f"== {model}: {res['files']} files, {res['rows']:,} rows"
+    log()
+    log(title + (f"  [{res['note']}]" if res["note"] else ""))
+    rows: list[list[str]] = []
+    for name in ("inference", "plain", "polars", "batchscore"):
+        m = c.get(name)
+        if m is None:
+            continue
+        label = "inference-only" if name == "inference" else name
+        if not m.ok:
+            rows.append([label, "FAILED", "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                label,
+                fmt_rate(m.rows_per_s),
+                fmt_rate(m.internal_rows_per_s) if name in E2E else "",
+                f"{m.wall_s:.2f}",
+                f"{m.peak_rss_mb:.0f}",
+            ]
+        )
+    for name in ("read", "convert", "write"):
+        m = stages.get(name)
+        if m is not None and m.ok:
+            rows.append(
+                [f"stage: {name} (all data)", fmt_rate(m.rows_per_s), "", f"{m.wall_s:.2f}", f"{m.peak_rss_mb:.0f}"]
+            )
+    print_table(["contender", "rows/s", "internal rows/s", "wall s", "peak RSS MB"], rows)
+    bs = c.get("batchscore")
+    log(
+        f"batchscore / plain = {fmt_ratio(ratio(bs, c.get('plain')))}   "
+        f"/ polars = {fmt_ratio(ratio(bs, c.get('polars')))}   "
+        f"/ inference-only = {fmt_ratio(ratio(bs, c.get('inference')))}"
+    )
+
+
+def print_checks(checks: list[dict[str, Any]]) -> None:
+    """PASS/FAIL summary."""
+    log()
+    log("== targets")
+    for ck in checks:
+        val = ck["value"]
+        val_s = "-" if val is None else f"{val:.3f}"
+        note = f"  ({ck['note']})" if ck["note"] else ""
+        log(f"  {'PASS' if ck['pass'] else 'FAIL'}  {ck['name']:<48} {val_s:>9}{note}")
+    n_pass = sum(ck["pass"] for ck in checks)
+    log(f"  {n_pass}/{len(checks)} targets met")
+
+
+# --------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="bench.py", description="Benchmark batchscore against plain pyarrow/polars loops.")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_ROWS:,} rows in {QUICK_FILES} files unless --rows/--files given",
+    )
+    p.add_argument("--rows", type=int, default=None, help=f"rows to generate (default {DEFAULT_ROWS:,})")
+    p.add_argument("--files", type=int, default=None, help=f"number of Parquet files (default {DEFAULT_FILES})")
+    p.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help=f"rows the models are trained on (default {datagen.TRAIN_ROWS:,}; {QUICK_TRAIN_ROWS:,} with --quick)",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(datagen.MODEL_NAMES),
+        help=f"comma-separated subset of {','.join(datagen.MODEL_NAMES)}",
+    )
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results JSON")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where generated data/models/outputs go")
+    p.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="reuse generated data and models from the cache when the parameters match",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per contender; the fastest is reported")
+    p.add_argument("--no-caps", action="store_true", help="score all rows for every model (ignore per-model caps)")
+    p.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated contenders/sections to skip: inference,plain,polars,batchscore,stages,flatness,startup",
+    )
+    p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
+    args = p.parse_args(argv)
+    if args.rows is None:
+        args.rows = QUICK_ROWS if args.quick else DEFAULT_ROWS
+    if args.files is None:
+        args.files = QUICK_FILES if args.quick else DEFAULT_FILES
+    if args.train_rows is None:
+        args.train_rows = QUICK_TRAIN_ROWS if args.quick else datagen.TRAIN_ROWS
+    if args.rows < 1 or args.files < 1 or args.repeat < 1 or args.train_rows < 100:
+        p.error("--rows, --files and --repeat must be >= 1 and --train-rows >= 100")
+    args.files = min(args.files, args.rows)
+    args.model_list = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in args.model_list if m not in datagen.MODEL_NAMES]
+    if bad or not args.model_list:
+        p.error(f"unknown model(s) {bad}; choose from {','.join(datagen.MODEL_NAMES)}")
+    args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark described by ``argv`` and return the results dict (also written to ``--json``)."""
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    machine = machine_info()  # before data generation, so the load average reflects other work
+    cache_dir: Path = args.cache_dir.resolve()
+    params = datagen.DataParams(rows=args.rows, n_files=args.files, train_rows=args.train_rows)
+    # logreg is always prepared: start-up and RSS-flatness use it.
+    need_models = list(dict.fromkeys([*args.model_list, "logreg"]))
+    ds = datagen.prepare(params, cache_dir, need_models, keep=args.keep_data, log=log)
+    out_root = ds.root / "out"
+    shutil.rmtree(out_root, ignore_errors=True)
+
+    results: dict[str, Any] = {
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "params": {
+            "rows": args.rows,
+            "files": args.files,
+            "row_group_size": params.row_group_size,
+            "train_rows": params.train_rows,
+            "batch_size": 65536,
+            "models": args.model_list,
+            "quick": args.quick,
+            "repeat": args.repeat,
+            "row_caps": {} if args.no_caps else MODEL_ROW_CAPS,
+            "seed": params.seed,
+            "data_dir": str(ds.root),
+            "data_reused": ds.reused,
+            "generate_seconds": round(ds.generate_seconds, 2),
+            "train_seconds": round(ds.train_seconds, 2),
+            "rate_definition": "e2e contenders: rows / process wall time (start-up and imports included); "
+            "stages and inference-only: rows / timed section",
+        },
+    }
+    data_bytes = sum(f.stat().st_size for f in ds.files)
+    results["params"]["data_bytes"] = data_bytes
+    load = results["machine"]["loadavg_at_start"]
+    ncpu = results["machine"]["cpu_usable"] or 1
+    if load is not None and load[0] > 0.5 * ncpu:
+        log(f"WARNING: load average {load[0]:.2f} on {ncpu} cores -- other work is running; numbers will be noisy")
+    log(f"data: {args.rows:,} rows, {len(ds.files)} files, {data_bytes / 2**20:.0f} MiB on disk")
+
+    stages: dict[str, Measurement] = {}
+    if "stages" not in args.skip:
+        stages = bench_stages(ds, out_root, args.child_timeout)
+    results["stages"] = {k: v.to_dict() for k, v in stages.items()}
+
+    checks: list[dict[str, Any]] = []
+    model_results: dict[str, dict[str, Any]] = {}
+    for model in args.model_list:
+        model_results[model] = bench_model(ds, model, out_root, args)
+
+    flat: dict[str, Any] | None = None
+    if "flatness" not in args.skip and "batchscore" not in args.skip:
+        full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
+        flat = bench_flatness(ds, out_root, args.child_timeout, full)
+    startup: dict[str, Any] | None = None
+    if "startup" not in args.skip:
+        startup = bench_startup(ds.models["logreg"], args.child_timeout)
+
+    # ---- report
+    for model, res in model_results.items():
+        print_model_table(model, res, stages)
+        checks.extend(model_checks(model, res))
+    if flat is not None:
+        g = flat["rss_growth"]
+        checks.append(
+            check(
+                f"peak RSS growth, {flat['rows_ratio']:g}x rows (logreg)",
+                f"< {RSS_FLAT_LIMIT:.0%}",
+                g,
+                None if g is None else abs(g) < RSS_FLAT_LIMIT,
+                note=f"{flat['small']['peak_rss_mb']:.0f} -> {flat['full']['peak_rss_mb']:.0f} MB",
+            )
+        )
+    if startup is not None:
+        s = startup["inspect_s"]
+        checks.append(
+            check(
+                "start-up: batchscore inspect (import + session)",
+                f"< {STARTUP_LIMIT_S:g} s",
+                s,
+                None if s is None else s < STARTUP_LIMIT_S,
+                note=""
+                if s is None
+                else f"import alone {startup['import_s']:.3f} s, bare python {startup['python_bare_s']:.3f} s",
+            )
+        )
+    print_checks(checks)
+
+    results["models"] = {
+        m: {
+            "files": r["files"],
+            "rows": r["rows"],
+            "note": r["note"],
+            "contenders": {k: v.to_dict() for k, v in r["contenders"].items()},
+            "ratios": {
+                "batchscore/plain": ratio(r["contenders"].get("batchscore"), r["contenders"].get("plain")),
+                "batchscore/polars": ratio(r["contenders"].get("batchscore"), r["contenders"].get("polars")),
+                "batchscore/inference": ratio(r["contenders"].get("batchscore"), r["contenders"].get("inference")),
+            },
+        }
+        for m, r in model_results.items()
+    }
+    results["rss_flatness"] = flat
+    results["startup"] = startup
+    results["checks"] = checks
+    results["all_pass"] = all(ck["pass"] for ck in checks)
+    results["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    with contextlib.suppress(OSError):
+        results["machine"]["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
+
+    shutil.rmtree(out_root, ignore_errors=True)
+    json_path: Path = args.json
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    log(f"\ntotal {results['total_seconds']:.0f} s; results written to {json_path}")
+    return results
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
+    """Script entry point: exit status 1 only with ``--strict`` and a failed target."""
+    strict = parse_args(argv).strict
+    res = main(argv)
+    return 1 if strict and not res["all_pass"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

@@ -1,0 +1,35 @@
+"""A smoke run of the benchmark, so `make bench` cannot rot; it asserts what was measured, never how fast."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench  # noqa: E402
+
+
+def test_bench_quick_smoke(tmp_path):
+    results = bench.main(
+        [
+            "--quick",
+            "--rows",
+            "20000",
+            "--models",
+            "logreg",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--skip",
+            "flatness,startup",
+        ]
+    )
+    logreg = results["models"]["logreg"]
+    for contender in ("batchscore", "plain", "polars", "inference"):
+        measured = logreg["contenders"][contender]
+        assert measured["ok"], measured
+        assert measured["rows"] == 20000
+        assert measured["rows_per_s"] > 0 and measured["peak_rss_mb"] > 0
+    assert (tmp_path / "r.json").exists()
