@@ -7,7 +7,7 @@ import sys
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import bench  # noqa: E402
+import bench
 
 
 def test_bench_quick_smoke(tmp_path):
