@@ -13,9 +13,8 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, overload
 
-import polars as pl
 import pyarrow as pa
 
 from batchscore.errors import JobSpecError
@@ -24,6 +23,9 @@ from batchscore.model import Model
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
 from batchscore.scorer import BatchScorer
 from batchscore.spec import Device, JobSpec, OnNull, ProbFormat
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger("batchscore")
 
@@ -68,6 +70,8 @@ def score(data: Frame, model: Model | str | os.PathLike[str], **options: Unpack[
     without reloading. The options are those of ``batchscore score``; every column is kept
     unless ``keep`` names some. Raises the errors the CLI reports, before any row is scored.
     """
+    import polars as pl  # imported here: the command line never needs it
+
     spec, loaded = _prepare(model, options, label=_label(data))
     if isinstance(data, pl.LazyFrame):
         return _score_lazy(data, loaded, spec)
@@ -154,6 +158,8 @@ def _predict(
 
 
 def _score_lazy(frame: pl.LazyFrame, model: Model, spec: JobSpec) -> pl.LazyFrame:
+    import polars as pl
+
     schema = frame.collect_schema()
     arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
     label = "the LazyFrame"
@@ -171,6 +177,8 @@ def _score_lazy(frame: pl.LazyFrame, model: Model, spec: JobSpec) -> pl.LazyFram
 
 
 def _score_path(path: str, model: Model, spec: JobSpec) -> pl.DataFrame:
+    import polars as pl
+
     files = scan(resolve_inputs([path]))
     plan = plan_features(files, model, spec, keep_features=True)
     schema = plan.output_schema(files[0])

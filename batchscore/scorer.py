@@ -2,7 +2,8 @@
 
 Each model input is assembled from its columns (:mod:`batchscore.features`),
 the model runs (in chunks of exactly its batch size when it fixes one, the last
-chunk padded with copies of its last row and the padded rows' outputs dropped),
+chunk padded with copies of its last row and the padded rows' outputs dropped;
+on the CPU in calls of at most ``CPU_CALL_ROWS`` rows otherwise),
 and the outputs are decoded into Arrow columns (:func:`batchscore.outputs.decode_outputs`).
 """
 
@@ -17,6 +18,12 @@ from batchscore.model import Model
 from batchscore.outputs import decode_outputs
 from batchscore.spec import OnNull
 
+CPU_CALL_ROWS = 16384
+"""Rows per onnxruntime call on the CPU. Measured on 32 features, 2 cores: an MLP (256, 256) runs
+1.3x faster and peaks 190 MB lower than with 65536-row calls (its activations stay in cache), tree
+ensembles and linear models run the same. Batches stay large for reading, assembly and writing,
+whose per-batch costs favour big batches, and for the GPU, which wants them."""
+
 
 class BatchScorer:
     """Scores RecordBatches with one model and one plan; keeps reusable buffers, so one per thread."""
@@ -24,6 +31,7 @@ class BatchScorer:
     def __init__(self, model: Model, plan: FeaturePlan, *, batch_size: int, on_null: OnNull, fill_value: float) -> None:
         self.model = model
         self.plan = plan
+        self.call_rows = CPU_CALL_ROWS if model.provider == "CPUExecutionProvider" else None
         self.assemblers = [
             _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value) for b in plan.inputs
         ]
@@ -54,12 +62,17 @@ class BatchScorer:
 
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         size = self.plan.batch_dim
-        if size is None or rows == size:
+        pad = size is not None
+        if size is None:
+            size = self.call_rows or rows
+        if rows == size or (rows < size and not pad):
             return self.model.run(feeds)
         chunks = []
         for start in range(0, rows, size):
             chunk = {name: tensor[start : start + size] for name, tensor in feeds.items()}
-            chunks.append(self.model.run({name: _pad(tensor, size) for name, tensor in chunk.items()}))
+            if pad:
+                chunk = {name: _pad(tensor, size) for name, tensor in chunk.items()}
+            chunks.append(self.model.run(chunk))
         return {name: np.concatenate([c[name] for c in chunks])[:rows] for name in chunks[0]}
 
 

@@ -56,8 +56,6 @@ def _session_options(threads: int | None, severity: int) -> ort.SessionOptions:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = severity
-    # The CPU arena keeps every batch's peak activations for good; big batches allocate cheaply anyway.
-    opts.enable_cpu_mem_arena = False
     # Spinning threads steal the core that reading and writing need.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts

@@ -219,3 +219,16 @@ def test_report_file_and_footer_metadata(models, dataset, tmp_path):
     assert meta["provider"] == "CPUExecutionProvider"
     assert meta["features"] == FEATURES
     assert meta["run_id"] == report.run_id
+
+
+@pytest.mark.parametrize("call_rows", [100, 333, 1000])  # even, ragged, and one call per batch
+def test_cpu_calls_are_sliced_and_joined_back_in_order(models, dataset, tmp_path, monkeypatch, call_rows):
+    from batchscore import scorer
+
+    monkeypatch.setattr(scorer, "CPU_CALL_ROWS", call_rows)
+    files = dataset(files=1, rows=2500)
+    score(files, models["mlp"], tmp_path / "out", batch_size=1000)
+    got = read_out(tmp_path / "out")
+    labels, probs = direct_run(models["mlp"], table_matrix(files[0]))
+    assert got["prediction"].to_pylist() == labels.tolist()
+    np.testing.assert_array_equal(got["prob_high"].to_numpy(), probs[:, 0])
