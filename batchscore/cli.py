@@ -75,7 +75,10 @@ WithScore = Annotated[bool, typer.Option("--with-score", help="Add a score colum
 OnNull = Annotated[str, typer.Option(metavar="error|fill|skip", help="What to do with nulls in feature columns.")]
 Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.")]
 Threads = Annotated[int | None, typer.Option(help="onnxruntime threads. Default: one per available core.")]
-BatchSize = Annotated[int, typer.Option(help="Rows per inference call.")]
+BatchSize = Annotated[
+    int,
+    typer.Option(help="Rows per batch (on the CPU, scored in calls of at most 16384 rows; on the GPU in one call)."),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 LogFormat = Annotated[
