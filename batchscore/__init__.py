@@ -21,7 +21,8 @@ from batchscore.errors import (
 from batchscore.frames import score
 from batchscore.jobfile import load_job
 from batchscore.model import Model
-from batchscore.pipeline import Progress, RunReport, run
+from batchscore.pipeline import run
+from batchscore.report import Progress, RunReport
 from batchscore.spec import JobSpec
 
 __all__ = [

@@ -23,7 +23,7 @@ from batchscore import pipeline
 from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError
 from batchscore.jobfile import load_job
-from batchscore.pipeline import Progress, ProgressCallback
+from batchscore.report import Progress, ProgressCallback
 from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, parse_assignments, split_columns
 
 log = logging.getLogger("batchscore")

@@ -9,16 +9,12 @@ them, so a slow stage makes the others wait instead of piling batches up.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import platform
-import resource
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,11 +24,12 @@ import pyarrow as pa
 from batchscore import manifest
 from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
-from batchscore.errors import JobSpecError, ModelError, OutputError
+from batchscore.errors import JobSpecError, ModelError
 from batchscore.lock import LOCK, read_owner
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
+from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import BatchScorer
 from batchscore.spec import JobSpec
@@ -41,51 +38,6 @@ from batchscore.writer import OutputDir, dictionary_columns
 log = logging.getLogger("batchscore")
 
 QUEUE_DEPTH = 1
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a progress callback is told after each scored batch."""
-
-    rows: int
-    total_rows: int
-    files_done: int
-    total_files: int
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass
-class RunReport:
-    """What a run did; written as JSON by ``--report``."""
-
-    run_id: str
-    output: str
-    model: str
-    model_sha256: str
-    provider: str
-    onnxruntime_version: str
-    batchscore_version: str
-    features: list[str]
-    keep: list[str]
-    files: list[dict[str, Any]]
-    parts: list[str] = field(default_factory=list)
-    rows_read: int = 0
-    rows_written: int = 0
-    rows_null_output: int = 0
-    rows_filtered: int = 0
-    parts_skipped: int = 0
-    """Parts a resumed run found already committed and did not score again."""
-    null_counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    rows_per_s: float = 0.0
-    peak_rss_mb: float = 0.0
-    started_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return asdict(self)
 
 
 @dataclass
@@ -385,25 +337,3 @@ def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
         for key, value in one.items():
             total[key] = total.get(key, 0) + value
     return total
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def write_report(report: RunReport, path: str) -> None:
-    """Write the report as JSON, atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({**report.to_dict(), "host": platform.node()}, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        msg = f"cannot write report {path}: {exc}; check the path and permissions"
-        raise OutputError(msg) from exc
