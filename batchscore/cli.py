@@ -31,6 +31,11 @@ log = logging.getLogger("batchscore")
 app = typer.Typer(
     name="batchscore",
     help="Score Parquet files with an ONNX model into Parquet: fast, atomic, CPU or GPU.",
+    epilog=(
+        "Exit codes: 0 ok; 2 usage, bad option or job file; 3 input missing, unreadable or not fitting the model; "
+        "4 model unreadable, pin mismatch or device unavailable; 5 output exists, locked or not writable; "
+        "1 a bug (the only case with a traceback); 130/143 interrupted, nothing committed."
+    ),
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -40,15 +45,25 @@ app = typer.Typer(
 
 LOG_INTERVAL_S = 10.0
 
-Inputs = Annotated[list[str], typer.Argument(metavar="INPUT...", help="Parquet files, directories or globs.")]
-ModelPath = Annotated[str, typer.Option("--model", "-m", help="The ONNX model file.", show_default=False)]
+Inputs = Annotated[
+    list[str],
+    typer.Argument(metavar="INPUT", help="Parquet files, directories or globs (one or more).", show_default=False),
+]
+ModelPath = Annotated[
+    str, typer.Option("--model", "-m", metavar="PATH", help="The ONNX model file.", show_default=False)
+]
 Features = Annotated[
     str | None,
-    typer.Option(help="Comma-separated feature columns in the model's order. Default: every numeric column not kept."),
+    typer.Option(
+        metavar="COLS",
+        help="Comma-separated feature columns in the model's order. Default: every numeric column not kept.",
+    ),
 ]
 Keep = Annotated[
     str | None,
-    typer.Option(help="Comma-separated passthrough columns (ids). Default: every column that is not a feature."),
+    typer.Option(
+        metavar="COLS", help="Comma-separated passthrough columns (ids). Default: every column that is not a feature."
+    ),
 ]
 InputMap = Annotated[
     list[str] | None,
@@ -69,15 +84,19 @@ OutputMap = Annotated[
 ]
 Threshold = Annotated[
     float | None,
-    typer.Option(help="Binary classifiers: predict the positive (second) class when its probability >= this."),
+    typer.Option(
+        metavar="P", help="Binary classifiers: predict the positive (second) class when its probability >= P."
+    ),
 ]
 WithScore = Annotated[bool, typer.Option("--with-score", help="Add a score column: the predicted class's probability.")]
 OnNull = Annotated[str, typer.Option(metavar="error|fill|skip", help="What to do with nulls in feature columns.")]
 Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.")]
-Threads = Annotated[int | None, typer.Option(help="onnxruntime threads. Default: one per available core.")]
+Threads = Annotated[int | None, typer.Option(metavar="N", help="onnxruntime threads. Default: one per available core.")]
 BatchSize = Annotated[
     int,
-    typer.Option(help="Rows per batch (on the CPU, scored in calls of at most 16384 rows; on the GPU in one call)."),
+    typer.Option(
+        metavar="N", help="Rows per batch (on the CPU, scored in calls of at most 16384 rows; on the GPU in one call)."
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
@@ -105,7 +124,7 @@ def _root(
 def score(
     inputs: Inputs,
     model: ModelPath,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output directory.", show_default=False)],
+    out: Annotated[str, typer.Option("--out", "-o", metavar="DIR", help="Output directory.", show_default=False)],
     features: Features = None,
     keep: Keep = None,
     input_columns: InputMap = None,
@@ -116,14 +135,14 @@ def score(
     device: Device = "auto",
     threads: Threads = None,
     on_null: OnNull = "error",
-    fill_value: Annotated[float, typer.Option(help="Value for nulls with --on-null fill.")] = 0.0,
+    fill_value: Annotated[float, typer.Option(metavar="X", help="Value for nulls with --on-null fill.")] = 0.0,
     filter: Annotated[
-        str | None, typer.Option(help="SQL condition on input columns; only matching rows are scored.")
+        str | None, typer.Option(metavar="SQL", help="SQL condition on input columns; only matching rows are scored.")
     ] = None,
     prob_format: Annotated[
         str, typer.Option(metavar="columns|list", help="Probabilities as prob_<label> columns or one list column.")
     ] = "columns",
-    prediction_col: Annotated[str, typer.Option(help="Name of the prediction column.")] = "prediction",
+    prediction_col: Annotated[str, typer.Option(metavar="NAME", help="Name of the prediction column.")] = "prediction",
     mode: Annotated[
         str,
         typer.Option(
@@ -135,12 +154,14 @@ def score(
         str, typer.Option(metavar="zstd|snappy|gzip|lz4|brotli|none", help="Parquet compression.")
     ] = "zstd",
     partition_by: Annotated[
-        str | None, typer.Option(help="Comma-separated output columns to split into hive folders DIR/col=value/.")
+        str | None,
+        typer.Option(metavar="COLS", help="Comma-separated output columns to split into hive folders DIR/col=value/."),
     ] = None,
     model_sha256: Annotated[
-        str | None, typer.Option(help="Refuse (exit 4) any model file whose sha256 differs from this one.")
+        str | None,
+        typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
-    report: Annotated[str | None, typer.Option(help="Write a JSON run report to this file.")] = None,
+    report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -182,7 +203,9 @@ def run_job(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job file, a TOML file (see jobs/).")],
     ds: Annotated[
         str | None,
-        typer.Option(help="The date YYYY-MM-DD for {ds}, {ds_nodash} and {yesterday_ds} in paths. Default: today."),
+        typer.Option(
+            metavar="YYYY-MM-DD", help="The date for {ds}, {ds_nodash} and {yesterday_ds} in paths. Default: today."
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
@@ -233,7 +256,8 @@ def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
 def inspect(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The ONNX model file.")],
     data: Annotated[
-        list[str] | None, typer.Option(help="Parquet input(s) to dry-run the column mapping against.")
+        list[str] | None,
+        typer.Option(metavar="INPUT", help="Parquet input(s) to dry-run the column mapping against (repeatable)."),
     ] = None,
     features: Features = None,
     keep: Keep = None,
