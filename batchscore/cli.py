@@ -183,9 +183,7 @@ def score(
             filter=filter,
             prob_format=prob_format,  # type: ignore[arg-type]
             prediction_col=prediction_col,
-            input_columns={
-                k: split_columns(v) or () for k, v in parse_assignments(input_columns, flag="--input").items()
-            },
+            input_columns=_input_map(input_columns),
             output_columns=parse_assignments(output_columns, flag="--output"),
             threshold=threshold,
             with_score=with_score,
@@ -234,6 +232,11 @@ def run_job(
         _score(spec, quiet=quiet, log_format=log_format)
 
 
+def _input_map(values: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """``--input NAME=COL[,COL...]`` flags as input name -> columns."""
+    return {name: split_columns(cols) or () for name, cols in parse_assignments(values, flag="--input").items()}
+
+
 def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
     with _Progress(quiet=quiet, bar=log_format == "text") as progress:
         result = pipeline.run(spec, progress=progress)
@@ -278,9 +281,7 @@ def inspect(
             out="-",
             features=split_columns(features),
             keep=split_columns(keep),
-            input_columns={
-                k: split_columns(v) or () for k, v in parse_assignments(input_columns, flag="--input").items()
-            },
+            input_columns=_input_map(input_columns),
             output_columns=parse_assignments(output_columns, flag="--output"),
             threshold=threshold,
             with_score=with_score,
@@ -289,16 +290,7 @@ def inspect(
         )
         if data:
             ready = pipeline.prepare(spec)
-            info = ready.model.describe()
-            info["mapping"] = {
-                "files": len(ready.files),
-                "rows": sum(f.num_rows for f in ready.files),
-                "inputs": {b.name: b.describe(ready.files[0]) for b in ready.plan.inputs},
-                "features": list(ready.plan.features),
-                "keep": list(ready.plan.keep),
-                "outputs": [o.name for o in ready.plan.outputs],
-                "rows_per_call": ready.plan.batch_dim or "any",
-            }
+            info = {**ready.model.describe(), "mapping": ready.describe_mapping()}
         else:
             from batchscore.model import Model
 

@@ -66,6 +66,18 @@ class Prepared:
             "partition_by": list(spec.partition_by or ()),
         }
 
+    def describe_mapping(self) -> dict[str, Any]:
+        """Which columns feed which input and what comes out, as ``inspect --data`` shows it."""
+        return {
+            "files": len(self.files),
+            "rows": sum(f.num_rows for f in self.files),
+            "inputs": {b.name: b.describe(self.files[0]) for b in self.plan.inputs},
+            "features": list(self.plan.features),
+            "keep": list(self.plan.keep),
+            "outputs": [o.name for o in self.plan.outputs],
+            "rows_per_call": self.plan.batch_dim or "any",
+        }
+
 
 def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
