@@ -9,11 +9,11 @@ message the second run prints and for whoever looks at the folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import platform
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,23 @@ from batchscore.errors import OutputLockedError
 log = logging.getLogger("batchscore")
 
 LOCK = "_batchscore.lock"
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int) -> None:
+        """Lock the file's first byte or raise BlockingIOError; Windows drops it when the process dies."""
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except PermissionError as exc:
+            raise BlockingIOError(str(exc)) from exc
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> None:
+        """flock the file or raise BlockingIOError; the kernel drops it when the process dies."""
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 class OutputLock:
@@ -37,7 +54,7 @@ class OutputLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _try_lock(fd)
             except BlockingIOError:
                 os.close(fd)
                 owner = read_owner(self.path)
@@ -70,7 +87,8 @@ class OutputLock:
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(owner) + "\n").encode())
         self._fd = fd
 
     def release(self) -> None:
@@ -100,7 +118,8 @@ def read_owner(path: str) -> dict[str, Any]:
 
 
 def _read_fd(fd: int) -> dict[str, Any]:
-    return _parse(os.pread(fd, 4096, 0).decode(errors="replace"))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return _parse(os.read(fd, 4096).decode(errors="replace"))
 
 
 def _parse(text: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -61,6 +60,10 @@ class RunReport:
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB."""
+    if sys.platform == "win32":
+        return 0.0  # no getrusage; the report says 0
+    import resource
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
