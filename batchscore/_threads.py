@@ -46,7 +46,12 @@ class Prefetch(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    return  # stopped by close(): nothing more will come
+                continue
             if item is _DONE:
                 if self._error is not None:
                     raise self._error

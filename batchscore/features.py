@@ -69,7 +69,7 @@ def _zero(dtype: pa.DataType) -> object:
 
 
 class FeatureAssembler:
-    """Fills one reused ``[batch_size, n_features]`` C-contiguous buffer per batch, one column per feature.
+    """Fills a reused ``[batch_size, n_features]`` C-contiguous buffer per batch, one column per feature.
 
     Each column is first cast into a row of a column-major scratch buffer
     (contiguous writes), then one transposing copy fills the row-major matrix:
@@ -85,27 +85,31 @@ class FeatureAssembler:
         on_null: OnNull,
         fill_value: float,
         input_name: str = "",
+        buffers: int = 1,
     ) -> None:
         self.features = list(features)
         self.on_null = on_null
         self.fill_value: object = "" if dtype.kind == "O" else fill_value  # strings: an unseen category
         self.dtype = dtype
         self.input_name = input_name
+        self._count = max(buffers, 1)
+        self._next = 0
         self._allocate(batch_size, dtype)
         self.null_counts = dict.fromkeys(self.features, 0)
 
     def _allocate(self, rows: int, dtype: np.dtype[Any]) -> None:
         self._scratch = np.empty((len(self.features), rows), dtype=dtype)
-        self._buffer = np.empty((rows, len(self.features)), dtype=dtype)
+        self._buffers = [np.empty((rows, len(self.features)), dtype=dtype) for _ in range(self._count)]
 
     def assemble(self, batch: pa.RecordBatch, *, source: str) -> tuple[np.ndarray, np.ndarray | None]:
         """The model input for ``batch`` and a mask of rows to null out (None when every row is valid).
 
-        The returned matrix is a view of the shared buffer: use it before the next call.
+        The returned matrix is a view of one of ``buffers`` reused buffers, taken in turn: it stays
+        valid until that many more calls.
         """
         rows = batch.num_rows
-        if rows > self._buffer.shape[0]:
-            self._allocate(rows, self._buffer.dtype)
+        if rows > self._scratch.shape[1]:
+            self._allocate(rows, self._scratch.dtype)
         scratch = self._scratch[:, :rows]
         invalid: np.ndarray | None = None
         for j, name in enumerate(self.features):
@@ -126,7 +130,8 @@ class FeatureAssembler:
                     scratch[j, is_null] = self.fill_value
                 else:
                     invalid = is_null if invalid is None else invalid | is_null
-        out = self._buffer[:rows]
+        out = self._buffers[self._next][:rows]
+        self._next = (self._next + 1) % self._count
         np.copyto(out, scratch.T)
         return out, invalid
 

@@ -9,6 +9,8 @@ and the outputs are decoded into Arrow columns (:func:`batchscore.outputs.decode
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 
@@ -25,20 +27,38 @@ ensembles and linear models run the same. Batches stay large for reading, assemb
 whose per-batch costs favour big batches, and for the GPU, which wants them."""
 
 
-class BatchScorer:
-    """Scores RecordBatches with one model and one plan; keeps reusable buffers, so one per thread."""
+@dataclass(frozen=True)
+class Assembled:
+    """A batch's model inputs, ready to run."""
 
-    def __init__(self, model: Model, plan: FeaturePlan, *, batch_size: int, on_null: OnNull, fill_value: float) -> None:
+    feeds: dict[str, np.ndarray]
+    invalid: np.ndarray | None
+    """Rows whose outputs are null (``on_null="skip"``); None when every row is valid."""
+    rows: int
+
+
+class BatchScorer:
+    """Scores RecordBatches with one model and one plan; keeps reusable buffers.
+
+    :meth:`assemble` and :meth:`infer` may run in two threads (assembling the next
+    batch while the model runs the current one): ``buffers`` is how many assembled
+    batches may be alive at once. Each is used by one thread only.
+    """
+
+    def __init__(
+        self, model: Model, plan: FeaturePlan, *, batch_size: int, on_null: OnNull, fill_value: float, buffers: int = 1
+    ) -> None:
         self.model = model
         self.plan = plan
         self.call_rows = CPU_CALL_ROWS if model.provider == "CPUExecutionProvider" else None
         self.assemblers = [
-            _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value) for b in plan.inputs
+            _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value, buffers=buffers)
+            for b in plan.inputs
         ]
 
     @property
     def null_counts(self) -> dict[str, int]:
-        """Nulls met so far per feature column."""
+        """Nulls met so far per feature column (by :meth:`assemble`)."""
         counts: dict[str, int] = {}
         for assembler in self.assemblers:
             for name, n in assembler.null_counts.items():
@@ -47,18 +67,29 @@ class BatchScorer:
 
     def score(self, batch: pa.RecordBatch, *, source: str) -> tuple[list[pa.Array], np.ndarray | None]:
         """The prediction columns for ``batch`` and the mask of rows whose outputs are null (None: no such row)."""
+        assembled = self.assemble(batch, source=source)
+        return self.infer(assembled), assembled.invalid
+
+    def assemble(self, batch: pa.RecordBatch, *, source: str) -> Assembled:
+        """Each model input for ``batch``, checked and converted."""
         rows = batch.num_rows
-        if rows == 0:
-            return [pa.array([], o.type) for o in self.plan.outputs], None
         feeds: dict[str, np.ndarray] = {}
         invalid: np.ndarray | None = None
+        if rows == 0:
+            return Assembled(feeds, None, 0)
         for binding, assembler in zip(self.plan.inputs, self.assemblers, strict=True):
             tensor, bad = assembler.assemble(batch, source=source)
             feeds[binding.name] = tensor.reshape(rows) if binding.rank == 1 else tensor
             if bad is not None:
                 invalid = bad if invalid is None else invalid | bad
-        values = self._run(feeds, rows)
-        return decode_outputs(self.plan.outputs, values, rows=rows, mask=invalid), invalid
+        return Assembled(feeds, invalid, rows)
+
+    def infer(self, assembled: Assembled) -> list[pa.Array]:
+        """Run the model on assembled inputs and decode its outputs into the prediction columns."""
+        if assembled.rows == 0:
+            return [pa.array([], o.type) for o in self.plan.outputs]
+        values = self._run(assembled.feeds, assembled.rows)
+        return decode_outputs(self.plan.outputs, values, rows=assembled.rows, mask=assembled.invalid)
 
     def _run(self, feeds: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
         size = self.plan.batch_dim
@@ -85,7 +116,7 @@ def _pad(tensor: np.ndarray, size: int) -> np.ndarray:
 
 
 def _assembler(
-    binding: InputBinding, *, batch_size: int, on_null: OnNull, fill_value: float
+    binding: InputBinding, *, batch_size: int, on_null: OnNull, fill_value: float, buffers: int
 ) -> FeatureAssembler | VectorAssembler:
     if binding.vector:
         return VectorAssembler(
@@ -103,4 +134,5 @@ def _assembler(
         on_null=on_null,
         fill_value=fill_value,
         input_name=binding.name,
+        buffers=buffers,
     )
