@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -365,3 +367,26 @@ def test_bad_mapping_flags_exit_2(models, dataset, tmp_path, extra, needle):
         "score", tmp_path / "in", "--model", models["logreg"], "--out", tmp_path / "out", "--keep", KEEP, *extra
     )
     assert_clean_error(result, 2, needle)
+
+
+def test_sigterm_cleans_up_and_exits_143(models, tmp_path):
+    """Airflow and systemd stop a task with SIGTERM: the run must clean its staging and commit nothing."""
+    write_files(tmp_path / "in", [make_table(2000, seed=i, start_id=i * 2000) for i in range(12)], row_group_size=500)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "batchscore", "score", tmp_path / "in", "--model", models["logreg"]]
+    command += ["--out", out, "--keep", KEEP, "--batch-size", "8", "-q"]
+    proc = subprocess.Popen(
+        list(map(str, command)), stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.name.startswith("_staging-") and any(p.iterdir()) for p in out.glob("_staging-*")):
+            break  # scoring: at least one part is being written
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "terminated (SIGTERM); nothing was committed" in stderr
+    assert "Traceback" not in stderr
+    assert visible_output(out) == []
+    assert list(out.glob("_staging-*")) == []
