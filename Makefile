@@ -7,10 +7,10 @@ LINT_PATHS := batchscore tests data jobs benchmarks
 
 .PHONY: demo test lint bench bench-quick clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 ## demo: run the demo job (jobs/demo.toml): score data/demo with its model into out/demo

@@ -296,7 +296,7 @@ def sandbox(tmp_path: Path) -> Path:
     root.mkdir()
     for folder in ("data", "jobs"):
         shutil.copytree(ROOT / folder, root / folder, copy_function=shutil.copy2)
-    for name in ("Makefile", "pyproject.toml", "README.md"):
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "README.md"):
         shutil.copy2(ROOT / name, root / name)
     if (ROOT / ".venv").exists():
         (root / ".venv").symlink_to(ROOT / ".venv")
