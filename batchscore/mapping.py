@@ -328,10 +328,7 @@ def _check_width(binding: InputBinding, first: InputFile) -> None:
             f"the data has only the column {listed!r} of that name, so",
             f"pass --input {binding.name}=COLUMN,... with {want} columns, or a list column",
         ),
-        "auto": (
-            "the data has",
-            "pass --keep with the id and other non-feature numeric columns, or --features with the model's columns",
-        ),
+        "auto": ("the data has", _auto_fix(binding.columns, count - want)),
     }[binding.origin]
     msg = (
         f"model input {binding.name!r} wants {want} features, but {where} {count} "
@@ -356,3 +353,12 @@ def _check_fill_value(binding: InputBinding, fill_value: float) -> None:
 def _short_list(names: Sequence[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _auto_fix(columns: Sequence[str], extra: int) -> str:
+    """The fix for a feature count found by taking every numeric column: name the id-like ones when they explain it."""
+    ids = [c for c in columns if c.lower() == "id" or c.lower().endswith(("_id", "id_", "_key"))]
+    if extra > 0 and len(ids) == extra:
+        named = ", ".join(map(repr, ids))
+        return f"{named} look(s) like ids: pass --keep {','.join(ids)} (and any other passthrough columns)"
+    return "pass --keep with the id and other non-feature numeric columns, or --features with the model's columns"

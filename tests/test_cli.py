@@ -271,7 +271,7 @@ def test_inspect_shows_model_and_mapping(models, dataset, tmp_path):
     assert "features: " + ", ".join(FEATURES) in mapped.stdout
     assert "keep: id, segment" in mapped.stdout
     bad = cli("inspect", models["logreg"], "--data", tmp_path / "in")
-    assert_clean_error(bad, 3, "wants 6 features", "id, f0")
+    assert_clean_error(bad, 3, "wants 6 features", "id, f0", "'id' look(s) like ids: pass --keep id")
 
 
 NIGHTLY = ROOT / "jobs" / "nightly_example.toml"
