@@ -141,7 +141,8 @@ class Location:
     def list_dir(self) -> list[Location]:
         """The entries directly in this folder (files and folders), hidden ones included."""
         selector = pafs.FileSelector(self.path, recursive=False, allow_not_found=True)
-        return sorted(Location(self.fs, got.path, self.scheme) for got in self.fs.get_file_info(selector))
+        found = [Location(self.fs, got.path, self.scheme) for got in self.fs.get_file_info(selector)]
+        return sorted(found, key=lambda where: where.path)
 
     def glob(self, pattern: str) -> list[FileInfo]:
         """Files below this folder whose relative path matches ``pattern`` (``*``, ``?``, ``[..]``, ``**``)."""
