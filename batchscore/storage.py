@@ -233,6 +233,11 @@ class Location:
             os.close(fd)
         _fsync_dir(os.path.dirname(self.path))
 
+    def sync_folder(self) -> None:
+        """Make renames into this local folder durable (fsync the folder); a no-op on object stores."""
+        if self.local:
+            _fsync_dir(self.path)
+
     def move_to(self, dest: Location) -> None:
         """Move this file onto ``dest``, replacing it: a rename locally, copy then delete on object stores."""
         if self.local:

@@ -380,7 +380,7 @@ def test_sigterm_cleans_up_and_exits_143(models, tmp_path):
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.name.startswith("_staging-") and any(p.iterdir()) for p in out.glob("_staging-*")):
+        if list(out.glob("_batchscore/*/*.staged")):
             break  # scoring: at least one part is being written
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
@@ -389,4 +389,4 @@ def test_sigterm_cleans_up_and_exits_143(models, tmp_path):
     assert "terminated (SIGTERM); nothing was committed" in stderr
     assert "Traceback" not in stderr
     assert visible_output(out) == []
-    assert list(out.glob("_staging-*")) == []
+    assert not (out / "_batchscore").exists()
