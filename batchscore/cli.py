@@ -352,6 +352,11 @@ def _setup_logging(*, quiet: bool, verbose: bool, log_format: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    # numpy, pyarrow and onnxruntime warnings become log lines in the run's format, never raw stderr text
+    logging.captureWarnings(True)
+    warned = logging.getLogger("py.warnings")
+    warned.handlers[:] = [handler]
+    warned.propagate = False
 
 
 class _JsonFormatter(logging.Formatter):

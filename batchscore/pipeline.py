@@ -25,7 +25,7 @@ import pyarrow as pa
 from batchscore import _interrupt, manifest, storage
 from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
-from batchscore.errors import JobSpecError, ModelError
+from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
@@ -96,6 +96,7 @@ def prepare(spec: JobSpec) -> Prepared:
         )
         raise ModelError(msg)
     plan = plan_features(files, model, spec)
+    _check_feature_order(spec, model, plan)
     row_filter = RowFilter(spec.filter) if spec.filter else None
     if row_filter is not None:
         for file in files:
@@ -119,6 +120,44 @@ def prepare(spec: JobSpec) -> Prepared:
         model.provider,
     )
     return Prepared(spec=spec, files=files, model=model, plan=plan, row_filter=row_filter)
+
+
+def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None:
+    """Features taken from the file's column order must be in the order earlier runs of this output used."""
+    inferred = [b for b in plan.inputs if b.origin == "auto"]
+    if not inferred:
+        return
+    now = list(plan.features)
+    log.warning(
+        "model input %r takes every numeric column in file order: %s; pin this order with --features "
+        "(input.features in a job file) so that an upstream column swap cannot reorder it",
+        inferred[0].name,
+        ", ".join(now),
+    )
+    earlier = [spec.out]
+    if spec.history:
+        base, pattern = storage.split_glob(spec.history)
+        if pattern is not None and storage.resolve(base).is_dir():
+            found = {
+                f.location.parent.uri
+                for f in storage.resolve(base).glob(f"{pattern}/{manifest.MANIFEST}", skip_hidden=False)
+            }
+            earlier += sorted(found - {storage.resolve(spec.out).uri}, reverse=True)
+    for folder in earlier:
+        try:
+            before = manifest.read(storage.resolve(folder))
+        except BatchScoreError:
+            continue
+        if before is None or before.get("model_sha256") != model.sha256 or not before.get("features"):
+            continue
+        if list(before["features"]) != now:
+            msg = (
+                f"the numeric columns feeding model input {inferred[0].name!r} changed since {folder} was scored "
+                f"with this model: then [{', '.join(before['features'])}], now [{', '.join(now)}]; the model would "
+                "read swapped or new columns: pin the training order with input.features (--features)"
+            )
+            raise SchemaMismatchError(msg)
+        return  # the most recent earlier output agrees
 
 
 def _check_out_apart(out: str, inputs: list[str]) -> None:

@@ -144,10 +144,11 @@ class Location:
         found = [Location(self.fs, got.path, self.scheme) for got in self.fs.get_file_info(selector)]
         return sorted(found, key=lambda where: where.path)
 
-    def glob(self, pattern: str) -> list[FileInfo]:
+    def glob(self, pattern: str, *, skip_hidden: bool = True) -> list[FileInfo]:
         """Files below this folder whose relative path matches ``pattern`` (``*``, ``?``, ``[..]``, ``**``)."""
         regex = glob_regex(pattern)
-        return [f for f in self.list_files() if regex.fullmatch(f.location.relative_to(self))]
+        found = self.list_files(skip_hidden=skip_hidden)
+        return [f for f in found if regex.fullmatch(f.location.relative_to(self))]
 
     # -- reading ------------------------------------------------------------------------------
 

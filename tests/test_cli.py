@@ -58,6 +58,11 @@ def test_score_succeeds_with_summary(models, dataset, tmp_path):
 def test_quiet_prints_nothing(models, dataset, tmp_path):
     dataset(files=1, rows=10)
     result = cli("score", tmp_path / "in", "-m", models["logreg"], "-o", tmp_path / "out", "--keep", KEEP, "-q")
+    assert result.returncode == 0 and result.stdout == ""
+    # -q keeps warnings: features taken in file order are one, since a column swap upstream would reorder them
+    assert result.stderr.count("\n") == 1 and "takes every numeric column in file order" in result.stderr
+    pinned = ["--features", ",".join(FEATURES), "--mode", "overwrite", "-q"]
+    result = cli("score", tmp_path / "in", "-m", models["logreg"], "-o", tmp_path / "out", "--keep", KEEP, *pinned)
     assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
 
 
