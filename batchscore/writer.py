@@ -393,6 +393,7 @@ class OutputDir:
         self.header.update(lineage)
         new_manifest = {**self.header, "complete": True, "parts": [self.parts[i] for i in range(parts)]}
         staged_manifest = self.staging.root.child(manifest.MANIFEST)
+        staged_success = self.staging.root.child(SUCCESS)
         journal = {
             "run_id": self.run_id,
             "publish": [
@@ -402,9 +403,11 @@ class OutputDir:
             ],
             "retire": sorted(manifest.listed_files(self._old) - set(names)),
             "manifest": staged_manifest.relative_to(self.root),
+            "success": staged_success.relative_to(self.root),
         }
-        try:  # everything that needs space happens before the journal exists
+        try:  # everything that needs space happens before the journal exists; after it, only moves and deletes
             staged_manifest.write_bytes(manifest.encode(new_manifest))
+            staged_success.write_bytes(b"")
             self.work.child(JOURNAL).write_bytes(json.dumps(journal, indent=1).encode())
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -437,7 +440,12 @@ class OutputDir:
                 staged_manifest.move_to(self.root.child(manifest.MANIFEST))
             for folder in folders.values():
                 folder.sync_folder()
-            self.root.child(SUCCESS).write_bytes(b"")
+            staged_success = self.root.child(journal.get("success", ""))
+            if journal.get("success") and staged_success.exists():
+                staged_success.move_to(self.root.child(SUCCESS))
+            elif not self.root.child(SUCCESS).exists():
+                self.root.child(SUCCESS).write_bytes(b"")
+            self.root.sync_folder()
             self.work.child(JOURNAL).delete()
             self.work.child(str(journal.get("run_id"))).delete_tree()
         except OSError as exc:
@@ -450,9 +458,11 @@ class OutputDir:
         if not self._opened:
             return
         self._opened = False
-        with contextlib.suppress(OSError):
-            self._drop_work_area()
-        self._lock.release()
+        try:
+            with contextlib.suppress(OSError):
+                self._drop_work_area()
+        finally:
+            self._lock.release()
         if self._created:
             self.root.try_remove_dir()
 
