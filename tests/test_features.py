@@ -150,3 +150,86 @@ def test_vector_column_sliced_batches(helper_models):
     got = batchscore.score(table, helper_models["vector"], keep=["id"], batch_size=77)  # slices of the list array
     (want,) = run_feeds(helper_models["vector"], {"emb": np.array(table["emb"].to_pylist(), dtype=np.float32)})
     np.testing.assert_array_equal(got["prediction"].to_numpy(), want)
+
+
+# --- plain numeric columns read straight from their Arrow buffers (issue 15) ---
+
+
+def fed(models, table: pa.Table, **options) -> np.ndarray:
+    """The float32 matrix the generic model was fed (its 'doubled' output halved), null rows as NaN."""
+    got = batchscore.score(table, models["generic"], keep=[], **options)
+    rows = [np.full(len(FEATURES_6), np.nan) if r is None else np.asarray(r) / 2 for r in got["doubled"].to_pylist()]
+    return np.array(rows, dtype=np.float32)
+
+
+FEATURES_6 = [f"f{i}" for i in range(6)]
+
+
+def with_nulls(rng: np.random.Generator, values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    """``values`` as ``arrow_type``, about a fifth of them null."""
+    return pa.array(values, arrow_type, mask=rng.random(len(values)) < 0.2)
+
+
+@pytest.mark.parametrize("on_null", ["fill", "skip"])
+@pytest.mark.parametrize("batch_size", [7, 1000])  # sliced batches: buffers read at an offset
+def test_plain_columns_are_fed_as_arrow_converts_them(models, on_null, batch_size):
+    rng = np.random.default_rng(4)
+    n = 300
+    columns = {  # every plain numeric type, with nulls, into a float32 input
+        "f0": with_nulls(rng, rng.normal(size=n), pa.float64()),
+        "f1": with_nulls(rng, rng.normal(size=n).astype(np.float32), pa.float32()),
+        "f2": with_nulls(rng, rng.integers(-5, 5, n), pa.int64()),
+        "f3": with_nulls(rng, rng.integers(0, 200, n), pa.uint8()),
+        "f4": pa.array(rng.integers(-(2**30), 2**30, n), pa.int32()),  # no nulls
+        "f5": with_nulls(rng, rng.normal(size=n).astype(np.float16), pa.float16()),
+    }
+    table = pa.table(columns)
+    got = fed(models, table, on_null=on_null, fill_value=-7.5, batch_size=batch_size)
+    any_null = np.zeros(n, dtype=bool)
+    for name in FEATURES_6:
+        any_null |= table[name].is_null().to_numpy(zero_copy_only=False)
+    for j, name in enumerate(FEATURES_6):
+        column = table[name].combine_chunks()
+        present = ~column.is_null().to_numpy(zero_copy_only=False)
+        want = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float32)
+        scored = present if on_null == "fill" else ~any_null
+        np.testing.assert_array_equal(got[scored, j], want[scored])
+        if on_null == "fill":
+            assert (got[~present, j] == -7.5).all()
+    if on_null == "skip":
+        assert np.isnan(got[any_null]).all()
+
+
+def under_nulls(values: list[float], nulls: list[bool]) -> pa.Array:
+    """A float64 array whose buffer keeps ``values`` even in the slots marked null."""
+    bitmap = np.packbits(~np.array(nulls), bitorder="little")
+    data = np.array(values, dtype=np.float64)
+    return pa.Array.from_buffers(pa.float64(), len(values), [pa.py_buffer(bitmap), pa.py_buffer(data)])
+
+
+def test_a_huge_value_under_a_null_is_not_an_overflow(models):
+    table = pa.table({name: pa.array([1.0, 2.0, 3.0]) for name in FEATURES_6})
+    table = table.set_column(2, "f2", under_nulls([1.0, 1e300, 3.0], [False, True, False]))
+    got = fed(models, table, on_null="fill", fill_value=0.5)
+    np.testing.assert_array_equal(got[:, 2], [1.0, 0.5, 3.0])
+    assert fed(models, table, on_null="skip")[:, 2][[0, 2]].tolist() == [1.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        ([1.0, float("nan"), float("inf"), -float("inf")], False),  # NaN and infinities stay what they are
+        ([1.7e38] * 4, False),  # each fits float32 (and doubled), though their float32 sum does not
+        ([1.0, 1e39, float("nan"), 2.0], True),  # one overflow among NaNs
+    ],
+)
+def test_overflow_check_with_nan_inf_and_large_sums(models, values, error):
+    table = pa.table({name: pa.array([1.0] * len(values)) for name in FEATURES_6}).set_column(4, "f4", pa.array(values))
+    if error:
+        with pytest.raises(SchemaMismatchError, match=r"column 'f4' has 1 value\(s\) too large"):
+            fed(models, table)
+        table = table.set_column(0, "f0", pa.array([None, 1.0, 1.0, 1.0], pa.float64()))
+        with pytest.raises(SchemaMismatchError, match=r"column 'f4' has 1 value\(s\) too large"):
+            fed(models, table, on_null="skip")  # also with nulls elsewhere
+    else:
+        np.testing.assert_array_equal(fed(models, table)[:, 4], np.array(values, dtype=np.float32))
