@@ -113,38 +113,63 @@ def decode_outputs(
                 "every output must have the row count as its first dimension"
             )
             raise ModelError(msg)
-    arrow_mask = None if mask is None else pa.array(mask)
+    validity = None if mask is None else _bitmap(~mask)
     result: list[pa.Array] = []
     transposed: dict[str, np.ndarray] = {}
     for col in columns:
         arr = values[col.source]
         if col.role in ("threshold", "score"):
-            result.append(_from_probabilities(col, arr, mask))
+            result.append(_from_probabilities(col, arr, mask, validity))
         elif col.role == "prob":
             if col.source not in transposed:
                 transposed[col.source] = np.ascontiguousarray(arr.T, dtype=np.float32)
-            result.append(pa.array(transposed[col.source][col.index], pa.float32(), mask=mask))
+            result.append(to_arrow(transposed[col.source][col.index], pa.float32(), mask, validity))
         elif col.role in ("probs", "list"):
             flat = np.ascontiguousarray(arr).reshape(rows, -1)
             width = flat.shape[1]
             value_type = col.type.value_type
-            offsets = pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32))
-            values_arr = pa.array(flat.reshape(-1), value_type)
+            offsets = to_arrow(np.arange(0, (rows + 1) * width, width, dtype=np.int32), pa.int32())
+            values_arr = to_arrow(flat.reshape(-1), value_type)
+            arrow_mask = None if mask is None else pa.Array.from_buffers(pa.bool_(), rows, [None, _bitmap(mask)])
             result.append(pa.ListArray.from_arrays(offsets, values_arr, type=col.type, mask=arrow_mask))
         else:
             flat = arr.reshape(rows) if arr.ndim == 2 else arr
-            result.append(pa.array(flat, col.type, mask=mask))
+            result.append(to_arrow(flat, col.type, mask, validity))
     return result
 
 
-def _from_probabilities(col: OutputColumn, probs: np.ndarray, mask: np.ndarray | None) -> pa.Array:
+def to_arrow(
+    values: np.ndarray, arrow_type: pa.DataType, mask: np.ndarray | None = None, validity: pa.Buffer | None = None
+) -> pa.Array:
+    """``pa.array(values, arrow_type, mask=mask)``, the same array, built on the numpy buffer without a copy.
+
+    Numbers of the column's own type skip ``pa.array``, which looks for pandas on each call and imports it
+    on the first (a second or so where pandas is installed); others (strings, a cast) go through it.
+    ``validity`` is ``mask``'s Arrow bitmap, when the caller made it already.
+    """
+    if values.dtype.kind not in "iuf" or values.ndim != 1 or pa.from_numpy_dtype(values.dtype) != arrow_type:
+        return pa.array(values, arrow_type, mask=mask)
+    if mask is not None and validity is None:
+        validity = _bitmap(~mask)
+    data = pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(arrow_type, len(values), [validity, data], null_count=-1 if mask is not None else 0)
+
+
+def _bitmap(bits: np.ndarray) -> pa.Buffer:
+    """A boolean array as an Arrow bitmap (least significant bit first)."""
+    return pa.py_buffer(np.packbits(bits, bitorder="little"))
+
+
+def _from_probabilities(
+    col: OutputColumn, probs: np.ndarray, mask: np.ndarray | None, validity: pa.Buffer | None
+) -> pa.Array:
     if col.threshold is None:  # score without a threshold: the winning class's probability
-        return pa.array(probs.max(axis=1), pa.float32(), mask=mask)
+        return to_arrow(probs.max(axis=1), pa.float32(), mask, validity)
     positive = probs[:, col.index] >= col.threshold
     if col.role == "score":
-        return pa.array(np.where(positive, probs[:, 1], probs[:, 0]), pa.float32(), mask=mask)
+        return to_arrow(np.where(positive, probs[:, 1], probs[:, 0]), pa.float32(), mask, validity)
     classes = np.array(col.classes, dtype=object if pa.types.is_string(col.type) else np.int64)
-    return pa.array(classes[positive.astype(np.intp)], col.type, mask=mask)
+    return to_arrow(classes[positive.astype(np.intp)], col.type, mask, validity)
 
 
 def _tensor_column(out: TensorInfo, name: str) -> OutputColumn:
