@@ -126,3 +126,69 @@ def test_threshold_and_score_decode(tmp_path):
 def test_fixed_batch_dimension(models, helper_models):
     assert Model(str(helper_models["fixed4"]), device="cpu").batch_dim == 4
     assert Model(str(models["logreg"]), device="cpu").batch_dim is None
+
+
+# --- the model read without the onnx package (issue 15) ---
+
+FIXTURE_MLP = __import__("pathlib").Path(__file__).parent / "fixtures" / "torch_mlp.onnx"
+
+
+def all_models(models, helper_models, boosted_models, mixed_model):
+    found = {**models, **{f"helper_{k}": v for k, v in helper_models.items()}}
+    found.update({f"boosted_{k}": v for k, v in boosted_models.items()})
+    found["mixed"] = mixed_model
+    found["torch_mlp"] = FIXTURE_MLP
+    return found
+
+
+def test_the_wire_reader_reads_what_onnx_reads(models, helper_models, boosted_models, mixed_model):
+    from batchscore.model import _read_onnx, _read_wire
+
+    read = 0
+    for name, path in all_models(models, helper_models, boosted_models, mixed_model).items():
+        wire, full = _read_wire(str(path)), _read_onnx(str(path))
+        if full.zipmap_removed:
+            assert wire is None, name  # a ZipMap to cut: onnx does it
+            continue
+        if wire is None:
+            continue  # something the wire reader leaves to onnx: onnx reads it, as before
+        assert wire == full, name
+        read += 1
+    assert read >= 10
+
+
+def test_a_run_without_zipmap_does_not_import_onnx(models, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, batchscore; m = batchscore.Model(sys.argv[1], device='cpu'); "
+        "print(m.kind, m.class_labels, 'onnx' in sys.modules)"
+    )
+
+    def loaded(name: str) -> list[str]:
+        args = [sys.executable, "-c", code, str(models[name])]
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+
+    assert loaded("logreg") == ["classifier", "[0,", "1,", "2]", "False"]
+    assert loaded("logreg_zipmap")[-1] == "True"  # a ZipMap to cut: onnx does the surgery
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # empty
+        b"\x3a\x05\x0a\x03",  # a graph field that runs past the end of the file
+        b"\x3a\x02\x5a\x00",  # a graph with an input that has no type
+        bytes(range(256)),  # noise
+    ],
+)
+def test_malformed_files_are_left_to_onnx(tmp_path, data):
+    from batchscore import _onnxwire
+
+    path = tmp_path / "odd.onnx"
+    path.write_bytes(data)
+    with pytest.raises(_onnxwire.NeedsOnnxError):
+        _onnxwire.read(str(path))
+    with pytest.raises(ModelError, match=r"odd.onnx"):
+        Model(str(path), device="cpu")
