@@ -89,3 +89,23 @@ def test_spec_validation_names_the_field(changes, needle):
     base = {"inputs": ("in",), "model": "m.onnx", "out": "out"}
     with pytest.raises(errors.JobSpecError, match=needle):
         batchscore.JobSpec(**{**base, **changes})
+
+
+def test_import_is_light_and_every_name_resolves():
+    """``import batchscore`` loads no numpy, pyarrow or onnxruntime; each public name is there on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, batchscore\n"
+        "heavy = [m for m in ('numpy', 'pyarrow', 'onnxruntime', 'onnx', 'polars', 'pandas') if m in sys.modules]\n"
+        "print(heavy)\n"
+        "print(all(getattr(batchscore, n) is not None for n in batchscore.__all__))\n"
+        "from batchscore import *  # noqa: F403\n"
+        "print(sorted(set(batchscore.__all__) - set(dir(batchscore))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:3] == ["[]", "True", "[]"]
+    assert batchscore.run is batchscore.pipeline.run and batchscore.Model is batchscore.model.Model
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        batchscore.nothing_here  # noqa: B018
