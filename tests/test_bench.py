@@ -27,9 +27,41 @@ def test_bench_quick_smoke(tmp_path):
         ]
     )
     logreg = results["models"]["logreg"]
-    for contender in ("batchscore", "plain", "polars", "inference"):
+    for contender in ("batchscore", "plain", "polars_read_all", "polars_select", "inference"):
         measured = logreg["contenders"][contender]
         assert measured["ok"], measured
         assert measured["rows"] == 20000
         assert measured["rows_per_s"] > 0 and measured["peak_rss_mb"] > 0
     assert (tmp_path / "r.json").exists()
+    assert logreg["ratios"]["batchscore/best_peer by round"]  # one ratio per round
+    names = [check["name"] for check in results["checks"]]
+    assert "logreg: batchscore >= 1.4x best peer" in names and "logreg: in-run rate >= 3M rows/s" in names
+
+
+def test_bench_startup_and_rounds(tmp_path):
+    """Two interleaved rounds give medians; start-up times a 10-row score as a whole process."""
+    results = bench.main(
+        [
+            "--quick",
+            "--rows",
+            "8000",
+            "--files",
+            "2",
+            "--rounds",
+            "2",
+            "--models",
+            "logreg",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--skip",
+            "inference,stages,flatness",
+        ]
+    )
+    contenders = results["models"]["logreg"]["contenders"]
+    assert all(len(contenders[c]["rounds_rows_per_s"]) == 2 for c in bench.E2E)
+    startup = results["startup"]
+    assert startup["import_s"] > 0 and startup["score_10_rows_s"] > 0, startup
+    names = [check["name"] for check in results["checks"]]
+    assert "start-up: batchscore score, 10 rows" in names and "start-up: import batchscore" in names
