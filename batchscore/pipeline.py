@@ -38,6 +38,12 @@ from batchscore.writer import OutputDir, dictionary_columns, lock_owner
 log = logging.getLogger("batchscore")
 
 QUEUE_DEPTH = 1
+WRITE_QUEUE_BYTES = 32 << 20
+"""How much scored output may wait for the writer. At the end of each part (and of each row group of
+about 1M rows) the writer compresses everything pending, then syncs: a burst of 50-150 ms on 2 cores.
+With one batch of room the scoring thread stopped at its next batch, and the reader one batch later,
+leaving a core idle; scored batches are small (about 1.5 MB per 65,536 rows for an id and a
+classifier's outputs), so up to 16 of them, within this many bytes, may wait instead."""
 ASSEMBLE_IN_THREAD = frozenset({"CUDAExecutionProvider"})
 """Providers whose runs leave the CPU free, so the next batch is assembled in a thread of its own while
 the model runs. On the CPU, onnxruntime's threads already use every core: measured on 2 cores, the
@@ -394,7 +400,8 @@ def _stream(
     reader = Prefetch(read(), depth=QUEUE_DEPTH, name="batchscore-read")
     stage = assemble(reader)
     assembled = Prefetch(stage, depth=QUEUE_DEPTH, name="batchscore-assemble") if overlap else None
-    sink: Sink[tuple[int, pa.RecordBatch | _PartEnd]] = Sink(write, depth=QUEUE_DEPTH, name="batchscore-write")
+    depth = _write_queue_depth(schema, spec.batch_size)
+    sink: Sink[tuple[int, pa.RecordBatch | _PartEnd]] = Sink(write, depth=depth, name="batchscore-write")
     files_done = 0
     nulls_before: dict[str, int] = {}
     try:
@@ -431,6 +438,17 @@ def _stream(
     report.null_counts = {k: v for k, v in scorer.null_counts.items() if v}
     if progress is not None:
         progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
+
+
+def _write_queue_depth(schema: pa.Schema, batch_size: int) -> int:
+    """Scored batches that fit in WRITE_QUEUE_BYTES (1 to 16), from the output's row width."""
+    width = 0.0
+    for f in schema:
+        try:
+            width += f.type.bit_width / 8
+        except ValueError:  # strings, lists: counted as 64 bytes a row
+            width += 64
+    return max(QUEUE_DEPTH, min(16, int(WRITE_QUEUE_BYTES // max(width * batch_size, 1))))
 
 
 def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -257,3 +257,18 @@ def test_assembly_in_its_own_thread_gives_the_same_output(models, tmp_path, monk
     assert threaded[0].equals(inline[0])
     assert threaded[1] == inline[1] == [{"f1": 5}, {"f1": 5}, {"f1": 5}]
     assert threaded[2] == inline[2] == {"f1": 15}
+
+
+@pytest.mark.parametrize(
+    ("columns", "depth"),
+    [
+        ([pa.int64(), pa.int64(), pa.float32(), pa.float32()], 16),  # an id and a classifier's outputs: 24 B a row
+        ([pa.int64(), pa.string(), pa.list_(pa.float32())], 3),  # variable-width columns counted as 64 B a row
+        ([pa.float64()] * 100, 1),  # wide passthrough columns: one batch of room, as before
+    ],
+)
+def test_scored_output_waiting_for_the_writer_is_bounded_in_bytes(columns, depth):
+    from batchscore.pipeline import _write_queue_depth
+
+    schema = pa.schema([(f"c{i}", t) for i, t in enumerate(columns)])
+    assert _write_queue_depth(schema, 65536) == depth
