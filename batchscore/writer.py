@@ -489,6 +489,15 @@ class PartWriter:
     Large row groups keep downstream scans (DuckDB, Spark) fast; the bytes
     limit keeps memory bounded when the passthrough columns are wide. Pages
     carry CRC checksums, which readers that verify them check.
+
+    The writer's options were measured against its work (an id, a dictionary-encoded
+    label and two float32 probabilities, zstd; CPU ns per row, medians of two runs of 5 and 9
+    interleaved rounds, 2-core dev box under load): as now 91/77, no statistics on the
+    probabilities 91/73, no statistics at all 87/72, no dictionary for the label 87/84, with
+    a page index 87/78, without page checksums 83/74, byte-stream-split probabilities 95/83.
+    zstd on the incompressible probabilities is the cost; what an option could save (under
+    1% of a light model's run) does not pay for changed files: statistics (which let DuckDB
+    and Spark skip row groups by id), the label's dictionary and the checksums stay.
     """
 
     def __init__(
