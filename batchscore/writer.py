@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,9 +138,11 @@ class Staging:
             )
         except (OSError, pa.ArrowException) as exc:
             if "partitions" in str(exc) and str(MAX_PARTITIONS) in str(exc):
+                found = re.search(r"into (\d+) partitions", str(exc))
                 msg = (
-                    f"part {index} would be split into more than {MAX_PARTITIONS} hive folders by partition_by "
-                    f"{', '.join(self.partition_by)}; partition by columns with fewer distinct values"
+                    f"input file {index} would be split into {found.group(1) if found else 'more than'} hive "
+                    f"folders by partition_by {', '.join(self.partition_by)}, more than the {MAX_PARTITIONS} allowed; "
+                    "partition by columns with fewer distinct values"
                 )
             else:
                 msg = f"cannot write output part {index} into {self.root.uri}: {describe_os_error(exc)}; "
