@@ -24,7 +24,14 @@ from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError
 from batchscore.jobfile import load_job
 from batchscore.report import Progress, ProgressCallback
-from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, parse_assignments, split_columns
+from batchscore.spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NULL_RATE_CHANGE,
+    DEFAULT_MAX_PSI,
+    JobSpec,
+    parse_assignments,
+    split_columns,
+)
 
 log = logging.getLogger("batchscore")
 
@@ -103,6 +110,31 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 LogFormat = Annotated[
     str, typer.Option(metavar="text|json", help="Log lines as text, or as JSON objects (for log collectors).")
 ]
+Reference = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PATH",
+        help="Compare this run's data and predictions with an earlier output folder or saved summary "
+        "(PSI, null rates, categories); a missing one is a warning.",
+    ),
+]
+MaxPsi = Annotated[
+    float | None,
+    typer.Option(metavar="X", help=f"Drift: a column whose PSI exceeds X (default {DEFAULT_MAX_PSI:g}) has drifted."),
+]
+MaxNullRateChange = Annotated[
+    float | None,
+    typer.Option(
+        metavar="X",
+        help=f"Drift: a null rate moving by more than X (default {DEFAULT_MAX_NULL_RATE_CHANGE:g} = 10 points).",
+    ),
+]
+OnDrift = Annotated[
+    str | None,
+    typer.Option(
+        metavar="warn|fail", help="Drift over the limits: log a warning (default), or exit 6 after committing."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -162,6 +194,13 @@ def score(
         typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
     report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
+    reference: Reference = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    on_drift: OnDrift = None,
+    summary: Annotated[
+        bool, typer.Option("--summary/--no-summary", help="Write DIR/_batchscore_summary.json (per-column statistics).")
+    ] = True,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -192,6 +231,8 @@ def score(
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
+            summary=summary,
+            **_drift_options(reference, max_psi, max_null_rate_change, on_drift),
         )
         _score(spec, quiet=quiet, log_format=log_format)
 
@@ -217,6 +258,10 @@ def run_job(
         bool,
         typer.Option("--dry-run", help="Check inputs, model, pin, mapping and output; print the plan; score nothing."),
     ] = False,
+    reference: Reference = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    on_drift: OnDrift = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -225,11 +270,27 @@ def run_job(
     _setup_logging(quiet=quiet, verbose=verbose, log_format=log_format)
     with _Errors(log_format=log_format):
         spec = load_job(job, ds=ds, overrides=overrides or ())
+        drift_flags = _drift_options(reference, max_psi, max_null_rate_change, on_drift)
+        if drift_flags:  # the flags win over the job file's [drift] keys
+            spec = spec.replace(**drift_flags)
         if dry_run:
             plan = pipeline.dry_run(spec)
             typer.echo(json.dumps(plan, indent=2) if log_format == "json" else _render(plan))
             return
         _score(spec, quiet=quiet, log_format=log_format)
+
+
+def _drift_options(
+    reference: str | None, max_psi: float | None, max_null_rate_change: float | None, on_drift: str | None
+) -> dict[str, Any]:
+    """The drift flags that were given, as JobSpec fields."""
+    given = {
+        "reference": reference,
+        "max_psi": max_psi,
+        "max_null_rate_change": max_null_rate_change,
+        "on_drift": on_drift,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _input_map(values: list[str] | None) -> dict[str, tuple[str, ...]]:

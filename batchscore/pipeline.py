@@ -29,11 +29,13 @@ from batchscore.errors import JobSpecError, ModelError
 from batchscore.lock import LOCK, read_owner
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
+from batchscore.quality import NO_SIDECARS, RunQuality
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
 from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
+from batchscore.summary import SUMMARY
 from batchscore.writer import OutputDir, dictionary_columns
 
 log = logging.getLogger("batchscore")
@@ -159,6 +161,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
+    quality = RunQuality(spec, plan, files[0]) if spec.summary else None  # issue 11: reads the reference first
     todo = out.open(files)
     try:
         report.parts_skipped = len(files) - len(todo)
@@ -166,7 +169,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
             log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
             report.parts = [os.path.join(spec.out, f) for i in sorted(out.parts) for f in out.parts[i]["files"]]
         else:
-            _stream(ready, todo, out, report, progress)
+            _stream(ready, todo, out, report, progress, quality)
             entries = [out.parts[i] for i in sorted(out.parts)]
             lineage = {
                 "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -175,14 +178,25 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                 "rows_written": sum(e["rows"] for e in entries),
                 "null_counts": _sum_counts(e["null_counts"] for e in entries),
             }
-            report.parts = out.commit(len(files), lineage)
+            # issue 11: the run summary is committed with the output, before the manifest and _SUCCESS
+            sidecars = (
+                NO_SIDECARS if quality is None else quality.sidecars(spec.out, out.parts, {**out.header, **lineage})
+            )
+            report.parts = out.commit(
+                len(files), {**lineage, "summary": SUMMARY if quality else None}, sidecars=sidecars
+            )
     finally:
         out.close()
+    if quality is not None:  # issue 11
+        report.summary, checked = quality.result(spec.out)
+        report.drift = None if checked is None else checked.to_dict()
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
         write_report(report, spec.report)
+    if quality is not None:
+        quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
 
 
@@ -273,7 +287,12 @@ _Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
 
 
 def _stream(
-    ready: Prepared, todo: list[int], out: OutputDir, report: RunReport, progress: ProgressCallback | None
+    ready: Prepared,
+    todo: list[int],
+    out: OutputDir,
+    report: RunReport,
+    progress: ProgressCallback | None,
+    quality: RunQuality | None = None,
 ) -> None:
     spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
     schema = plan.output_schema(files[0])
@@ -347,10 +366,14 @@ def _stream(
                 nulls = {k: v - nulls_before.get(k, 0) for k, v in ready_batch.items()}
                 nulls_before = ready_batch
                 sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
+                if quality is not None:
+                    quality.finish(index)  # issue 11
                 log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
                 continue
             assert isinstance(ready_batch, Assembled)
             predicted = scorer.infer(ready_batch)
+            if quality is not None:
+                quality.update(index, batch, predicted)  # issue 11: features as read, outputs as scored
             columns_out = batch.columns[:keep_count] + predicted
             sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
             report.rows_read += ready_batch.rows

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -231,8 +231,14 @@ class OutputDir:
 
     # -- committing ---------------------------------------------------------------------------
 
-    def commit(self, parts: int, lineage: dict[str, Any]) -> list[str]:
-        """Move every staged part into place, drop stale old parts, write the manifest, then ``_SUCCESS``."""
+    def commit(
+        self, parts: int, lineage: dict[str, Any], *, sidecars: Mapping[str, bytes | None] | None = None
+    ) -> list[str]:
+        """Move every staged part into place, drop stale old parts, write the manifest, then ``_SUCCESS``.
+
+        ``sidecars``: files written (or, for None, removed) in ``DIR`` just before the manifest, such as the
+        run summary (issue 11); names start with ``_`` so that readers of the folder skip them.
+        """
         if sorted(self.parts) != list(range(parts)):
             msg = f"internal error: {len(self.parts)} of {parts} parts written in {self.staging}"
             raise OutputError(msg)
@@ -245,6 +251,8 @@ class OutputDir:
                 for stale in sorted(old - set(names)):
                     os.remove(os.path.join(self.path, stale))
                 _remove_empty_dirs(self.path)
+            for name, data in (sidecars or {}).items():  # issue 11: the run summary, before manifest and _SUCCESS
+                _write_sidecar(os.path.join(self.path, name), data)
             self.header.update(lineage)
             manifest.write(self.path, self._manifest(complete=True))
             with open(os.path.join(self.path, SUCCESS), "wb"):
@@ -291,6 +299,25 @@ def committed_files(folder: str) -> list[str]:
             if f.endswith(".parquet") and not f.startswith(("_", "."))
         ]
     return sorted(found)
+
+
+def _write_sidecar(path: str, data: bytes | None) -> None:
+    """Replace (write, fsync, rename) or remove one small file next to the parts (issue 11)."""
+    if data is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _remove_empty_dirs(folder: str) -> None:
