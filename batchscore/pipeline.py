@@ -161,7 +161,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
-    quality = RunQuality(spec, plan, files[0]) if spec.summary else None  # issue 11: reads the reference first
+    quality = RunQuality(spec, plan, files) if spec.summary else None  # issue 11: reads the reference first
     todo = out.open(files)
     try:
         report.parts_skipped = len(files) - len(todo)

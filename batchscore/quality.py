@@ -33,6 +33,7 @@ from batchscore.summary import (
     load,
     merge_all,
     plan_summary,
+    sample_step,
     summary_file,
 )
 
@@ -65,11 +66,11 @@ NO_SIDECARS: dict[str, bytes | None] = {SUMMARY: None, SUMMARY_PARTS: None}
 class RunQuality:
     """The summaries of one output's parts and the drift check of one run; see the module docstring."""
 
-    def __init__(self, spec: JobSpec, plan: FeaturePlan, file: InputFile) -> None:
+    def __init__(self, spec: JobSpec, plan: FeaturePlan, files: Sequence[InputFile]) -> None:
         self.spec = spec
         self.reference = drift.load_reference(spec.reference) if spec.reference else None
         """Read before anything is scored: a bad reference fails the run early, a missing one is a warning."""
-        self.template = plan_summary(plan, file)
+        self.template = plan_summary(plan, files[0], step=sample_step(sum(f.num_rows for f in files)))
         self.parts: dict[int, Summary] = {}
         """Summaries of the parts this run scores, by part index."""
         self.summary: Summary | None = None

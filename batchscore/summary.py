@@ -2,14 +2,13 @@
 
 ::
 
-    numeric feature          rows, nulls, NaNs, min, max, mean: exact
-                             quantiles: a KLL sketch (Apache DataSketches) of the non-null, non-NaN values,
-                             fed a strided sample of at most ``SAMPLE_ROWS`` rows of each batch
-    string, bool feature     rows, nulls and the exact count of every value, up to ``MAX_CATEGORIES``
-                             distinct values (beyond that the column is high-cardinality: values not counted)
+    every column             rows and nulls: exact
+    numeric feature          NaNs, min, max, mean, and a KLL quantile sketch (Apache DataSketches)
+    string, bool feature     the count of every value, up to ``MAX_CATEGORIES`` distinct values (beyond
+                             that the column is high-cardinality: values not counted)
     prediction (classifier)  the class counts, as for a string feature
     probability, regression  as a numeric feature
-    list column (vectors)    rows and nulls
+    list column (vectors)    rows and nulls only
 
 Summaries merge (batches into a part, parts into a run, workers into a driver): counts add, extremes
 combine, KLL sketches merge with the same guarantees. :meth:`Summary.to_dict` / :meth:`Summary.from_dict`
@@ -17,10 +16,14 @@ combine, KLL sketches merge with the same guarantees. :meth:`Summary.to_dict` / 
 summary travels between processes and is compared with another later without rereading any data
 (:mod:`batchscore.drift`).
 
-Sampling: a KLL update costs about 40 ns a value, against about 0.3 ns a value for the exact statistics,
-so the sketch gets every ``ceil(rows / SAMPLE_ROWS)``-th row of a batch. Its quantiles are then those of a
-sample (for 5M rows in 65536-row batches, 78k values a column: rank error under 0.5%), on top of
-KLL's own (1.33% at ``SKETCH_K`` 200, 99% confidence).
+A sample, beyond rows and nulls. The summary must cost at most 5% of a light model's run. Rows and nulls
+come free from Arrow's metadata, but looking at every value of a batch that has left the CPU cache costs
+about 2 ns a value, a KLL update about 40 ns, and counting strings about 15 ns: on the logreg benchmark (32
+float features) that was 10-20% of the run. So every ``step``-th row is looked at, a systematic sample
+across batches and files, with ``step`` fixed for a run so that about ``SAMPLE_VALUES`` rows are looked at
+(:func:`sample_step`; ``step`` 1, every row, up to that many rows). NaN counts, sums and category counts are
+scaled by ``step``; min and max are the sample's. KLL's rank error (1.33% at ``SKETCH_K`` 200, 99%
+confidence) then adds to the sample's (about 0.4% at 16384 rows, whatever the run's size).
 """
 
 from __future__ import annotations
@@ -54,10 +57,10 @@ SUMMARY_PARTS = "_batchscore_summary_parts.json"
 """Each part's own summary, so that a resumed run merges the parts it keeps with those it scores."""
 SKETCH_K = 200
 """KLL accuracy parameter: about 1.33% normalized rank error (99% confidence), about 5 KB a column."""
-SAMPLE_ROWS = 1024
-"""At most this many rows of each batch go into the quantile sketches (every n-th row)."""
+SAMPLE_VALUES = 16384
+"""Rows a run looks at beyond rows and nulls, whatever its size (see :func:`sample_step`)."""
 MAX_CATEGORIES = 1000
-"""Distinct values counted exactly per string column; a column with more is marked high-cardinality."""
+"""Distinct values counted per string column; a column with more is marked high-cardinality."""
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 """The quantiles :meth:`NumericStats.describe` shows."""
 TOP_VALUES = 10
@@ -66,34 +69,82 @@ TOP_VALUES = 10
 Kind = Literal["numeric", "categorical", "other"]
 
 
+def sample_step(rows: int, *, values: int | None = SAMPLE_VALUES) -> int:
+    """Look at every ``step``-th row so that a run of ``rows`` rows looks at about ``values`` of them.
+
+    A run's step depends only on its inputs' total rows, so parts scored by different attempts (resume)
+    or workers of the same inputs share it, and their sketches merge without weights.
+    """
+    return 1 if values is None or rows <= values else math.ceil(rows / values)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The rows of one batch that are looked at: ``start``, ``start + step``, ... below the batch's rows."""
+
+    rows: int
+    start: int
+    step: int
+
+    @property
+    def size(self) -> int:
+        return 0 if self.start >= self.rows else (self.rows - 1 - self.start) // self.step + 1
+
+    def take(self, array: pa.Array) -> pa.Array:
+        """The sampled rows of a column."""
+        if self.step == 1 and self.start == 0:
+            return array
+        if self.step == 1:
+            return array.slice(self.start)
+        return array.take(pa.array(np.arange(self.start, self.rows, self.step)))
+
+    def values(self, array: pa.Array) -> np.ndarray:
+        """The sampled, non-null values of a numeric column as float64 (a fresh, contiguous array)."""
+        plain = pa.types.is_integer(array.type) or (
+            pa.types.is_floating(array.type) and not pa.types.is_float16(array.type)
+        )
+        if plain and not array.null_count:  # the common case: a strided view, only the sampled rows are read
+            return np.array(array.to_numpy(zero_copy_only=False)[self.start :: self.step], dtype=np.float64)
+        taken = self.take(array)
+        if not plain:
+            taken = taken.cast(pa.float64())
+        if taken.null_count:
+            taken = taken.drop_null()
+        return np.array(taken.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
 @dataclass
 class NumericStats:
-    """A numeric column: exact counts and extremes, a quantile sketch of a per-batch sample."""
+    """A numeric column: exact rows and nulls; NaNs, extremes, mean and quantiles from the sampled rows."""
 
     kind: ClassVar[Kind] = "numeric"
     type: str
     rows: int = 0
     nulls: int = 0
+    seen: int = 0
+    """Non-null values looked at, times the step: an estimate of ``rows - nulls`` (exact at step 1)."""
     nans: int = 0
+    """NaNs looked at, times the step (exact at step 1)."""
     total: float = 0.0
-    """Sum of the values (not null, not NaN): the mean is ``total / count``."""
+    """Sum of the values looked at (not NaN), times the step."""
     min: float | None = None
     max: float | None = None
     sketch: kll_doubles_sketch = field(default_factory=lambda: kll_doubles_sketch(SKETCH_K))
-
-    @property
-    def count(self) -> int:
-        """Values that are neither null nor NaN."""
-        return self.rows - self.nulls - self.nans
+    sampled: bool = False
+    """True when some rows were not looked at (step > 1)."""
 
     @property
     def mean(self) -> float | None:
-        return self.total / self.count if self.count else None
+        counted = self.seen - self.nans
+        return self.total / counted if counted > 0 else None
 
     @property
     def missing_rate(self) -> float | None:
-        """Share of rows that are null or NaN."""
-        return (self.nulls + self.nans) / self.rows if self.rows else None
+        """Share of rows that are null or NaN (NaNs estimated from the sample)."""
+        if not self.rows:
+            return None
+        nan_rate = self.nans / self.seen if self.seen else 0.0
+        return (self.nulls + nan_rate * (self.rows - self.nulls)) / self.rows
 
     def quantiles(self, ranks: Sequence[float]) -> list[float] | None:
         """Quantiles read from the sketch; None when there is no value."""
@@ -101,38 +152,39 @@ class NumericStats:
             return None
         return [float(q) for q in self.sketch.get_quantiles(list(ranks))]
 
-    def update(self, array: pa.Array, *, step: int) -> None:
+    def update(self, array: pa.Array, sample: Sample) -> None:
         rows = len(array)
         self.rows += rows
-        nulls = array.null_count
-        self.nulls += nulls
-        if nulls == rows:
+        self.nulls += array.null_count
+        self.sampled = self.sampled or sample.step > 1
+        if array.null_count == rows or not sample.size:
             return
-        if pa.types.is_decimal(array.type) or pa.types.is_float16(array.type):
-            array = array.cast(pa.float64())
-        values = array.drop_null() if nulls else array
-        x = values.to_numpy(zero_copy_only=False)
-        lo, hi = x.min(), x.max()
-        if x.dtype.kind == "f" and (math.isnan(lo) or math.isnan(hi)):  # min and max propagate NaN: rare path
-            x = x[~np.isnan(x)]
-            self.nans += len(values) - len(x)
-            if not len(x):
+        values = sample.values(array)
+        self.seen += len(values) * sample.step
+        total = float(values.sum())
+        if math.isnan(total):  # NaN among the values (or inf - inf): the rare path
+            nan = np.isnan(values)
+            self.nans += int(nan.sum()) * sample.step
+            values = values[~nan]
+            if not len(values):
                 return
-            lo, hi = x.min(), x.max()
-        self.total += float(x.sum(dtype=np.float64))
-        self.min = float(lo) if self.min is None else min(self.min, float(lo))
-        self.max = float(hi) if self.max is None else max(self.max, float(hi))
-        sample = x[step // 2 :: step] if step > 1 else x
-        self.sketch.update(np.array(sample, dtype=np.float64))  # a copy: the binding takes no strided or read-only view
+            total = float(values.sum())
+        self.total += total * sample.step
+        lo, hi = float(values.min()), float(values.max())
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        self.sketch.update(values)
 
     def merge(self, other: NumericStats) -> None:
         self.rows += other.rows
         self.nulls += other.nulls
+        self.seen += other.seen
         self.nans += other.nans
         self.total += other.total
         self.min = _combine(min, self.min, other.min)
         self.max = _combine(max, self.max, other.max)
         self.sketch.merge(other.sketch)
+        self.sampled = self.sampled or other.sampled
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,10 +192,12 @@ class NumericStats:
             "type": self.type,
             "rows": self.rows,
             "nulls": self.nulls,
+            "seen": self.seen,
             "nans": self.nans,
             "total": _number(self.total),
             "min": _number(self.min),
             "max": _number(self.max),
+            "sampled": self.sampled,
             "sketch": base64.b64encode(self.sketch.serialize()).decode("ascii"),
         }
 
@@ -153,10 +207,12 @@ class NumericStats:
             type=str(data["type"]),
             rows=int(data["rows"]),
             nulls=int(data["nulls"]),
+            seen=int(data["seen"]),
             nans=int(data["nans"]),
             total=float(data["total"]),
             min=None if data["min"] is None else float(data["min"]),
             max=None if data["max"] is None else float(data["max"]),
+            sampled=bool(data["sampled"]),
             sketch=kll_doubles_sketch.deserialize(base64.b64decode(data["sketch"])),
         )
 
@@ -172,6 +228,7 @@ class NumericStats:
             "min": _number(self.min),
             "max": _number(self.max),
             "mean": _number(self.mean),
+            "sampled": self.sampled,
             "quantiles": None
             if quantiles is None
             else {f"p{round(q * 100)}": v for q, v in zip(QUANTILES, quantiles, strict=True)},
@@ -180,14 +237,16 @@ class NumericStats:
 
 @dataclass
 class CategoricalStats:
-    """A string, bool or class-label column: exact value counts, up to ``MAX_CATEGORIES`` distinct values."""
+    """A string, bool or class-label column: exact rows and nulls, value counts from the sampled rows."""
 
     kind: ClassVar[Kind] = "categorical"
     type: str
     rows: int = 0
     nulls: int = 0
     counts: dict[str, int] | None = field(default_factory=dict)
-    """Count of each value; None once the column had more than ``MAX_CATEGORIES`` distinct values."""
+    """Each value's count among the rows looked at, times the step; None once the column had more than
+    ``MAX_CATEGORIES`` distinct values."""
+    sampled: bool = False
 
     @property
     def missing_rate(self) -> float | None:
@@ -201,33 +260,31 @@ class CategoricalStats:
         ordered = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return {k: v / total for k, v in ordered} if total else {}
 
-    def update(self, array: pa.Array, *, step: int) -> None:
+    def update(self, array: pa.Array, sample: Sample) -> None:
         rows = len(array)
         self.rows += rows
-        nulls = array.null_count
-        self.nulls += nulls
-        if self.counts is None or nulls == rows:
+        self.nulls += array.null_count
+        self.sampled = self.sampled or sample.step > 1
+        if self.counts is None or array.null_count == rows or not sample.size:
             return
-        if pa.types.is_dictionary(array.type):
-            indices = array.indices.drop_null() if nulls else array.indices
-            tally = np.bincount(indices.to_numpy(zero_copy_only=False), minlength=len(array.dictionary))
-            values, counts = array.dictionary.to_pylist(), tally.tolist()
-        else:
-            found = pc.value_counts(array)
-            if len(found) > MAX_CATEGORIES:
-                self.counts = None
-                return
-            values, counts = found.field("values").to_pylist(), found.field("counts").to_pylist()
-        for value, count in zip(values, counts, strict=True):
-            if value is not None and count:
+        taken = sample.take(array)
+        if pa.types.is_dictionary(taken.type):
+            taken = taken.dictionary_decode()
+        found = pc.value_counts(taken)
+        if len(found) > MAX_CATEGORIES:
+            self.counts = None
+            return
+        for value, count in zip(found.field("values").to_pylist(), found.field("counts").to_pylist(), strict=True):
+            if value is not None:
                 key = _label(value)
-                self.counts[key] = self.counts.get(key, 0) + count
+                self.counts[key] = self.counts.get(key, 0) + count * sample.step
         if len(self.counts) > MAX_CATEGORIES:
             self.counts = None
 
     def merge(self, other: CategoricalStats) -> None:
         self.rows += other.rows
         self.nulls += other.nulls
+        self.sampled = self.sampled or other.sampled
         if self.counts is None or other.counts is None:
             self.counts = None
             return
@@ -237,7 +294,14 @@ class CategoricalStats:
             self.counts = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "type": self.type, "rows": self.rows, "nulls": self.nulls, "counts": self.counts}
+        return {
+            "kind": self.kind,
+            "type": self.type,
+            "rows": self.rows,
+            "nulls": self.nulls,
+            "sampled": self.sampled,
+            "counts": self.counts,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CategoricalStats:
@@ -246,6 +310,7 @@ class CategoricalStats:
             type=str(data["type"]),
             rows=int(data["rows"]),
             nulls=int(data["nulls"]),
+            sampled=bool(data["sampled"]),
             counts=None if counts is None else {str(k): int(v) for k, v in counts.items()},
         )
 
@@ -257,6 +322,7 @@ class CategoricalStats:
             "type": self.type,
             "rows": self.rows,
             "nulls": self.nulls,
+            "sampled": self.sampled,
             "distinct": None if self.counts is None else len(self.counts),
             "top": top,
             "other": None if shares is None or top is None else max(0.0, 1.0 - sum(top.values())),
@@ -277,7 +343,7 @@ class OtherStats:
     def missing_rate(self) -> float | None:
         return self.nulls / self.rows if self.rows else None
 
-    def update(self, array: pa.Array, *, step: int) -> None:
+    def update(self, array: pa.Array, sample: Sample) -> None:
         self.rows += len(array)
         self.nulls += array.null_count
 
@@ -323,51 +389,44 @@ def kind_of(dtype: pa.DataType) -> Kind:
 class Summary:
     """Per-feature and per-output statistics of the rows scored; see the module docstring."""
 
-    def __init__(
-        self,
-        features: Mapping[str, ColumnStats],
-        outputs: Mapping[str, ColumnStats],
-        *,
-        sample_rows: int | None = SAMPLE_ROWS,
-    ) -> None:
+    def __init__(self, features: Mapping[str, ColumnStats], outputs: Mapping[str, ColumnStats], *, step: int = 1):
         self.features: dict[str, ColumnStats] = dict(features)
         self.outputs: dict[str, ColumnStats] = dict(outputs)
-        self.sample_rows = sample_rows
-        """Rows of each batch fed to the sketches; None: every row."""
+        self.step = step
+        """Every ``step``-th row is looked at (:func:`sample_step`)."""
         self.rows = 0
+        self._next = step // 2
+        """Where the next sampled row is, counted from the start of the next batch."""
 
     @classmethod
     def create(
-        cls,
-        features: Mapping[str, pa.DataType],
-        outputs: Mapping[str, tuple[pa.DataType, Kind]],
-        *,
-        sample_rows: int | None = SAMPLE_ROWS,
+        cls, features: Mapping[str, pa.DataType], outputs: Mapping[str, tuple[pa.DataType, Kind]], *, step: int = 1
     ) -> Summary:
         """An empty summary: ``features`` name -> type; ``outputs`` name -> (type, how to summarize it)."""
         return cls(
             {name: _CLASSES[kind_of(dtype)](type=str(dtype)) for name, dtype in features.items()},
             {name: _CLASSES[kind](type=str(dtype)) for name, (dtype, kind) in outputs.items()},
-            sample_rows=sample_rows,
+            step=step,
         )
 
     def empty(self) -> Summary:
-        """A summary of no rows with the same columns."""
+        """A summary of no rows with the same columns and step."""
         return Summary(
             {name: _CLASSES[s.kind](type=s.type) for name, s in self.features.items()},
             {name: _CLASSES[s.kind](type=s.type) for name, s in self.outputs.items()},
-            sample_rows=self.sample_rows,
+            step=self.step,
         )
 
     def update(self, batch: pa.RecordBatch, outputs: Sequence[pa.Array]) -> None:
         """Add a batch: its feature columns (by name) and the output columns (in ``self.outputs`` order)."""
         rows = batch.num_rows
+        sample = Sample(rows, self._next, self.step)
+        self._next = sample.start + sample.size * self.step - rows
         self.rows += rows
-        step = max(1, math.ceil(rows / self.sample_rows)) if self.sample_rows else 1
         for name, stats in self.features.items():
-            stats.update(batch.column(name), step=step)  # type: ignore[arg-type]
+            stats.update(batch.column(name), sample)  # type: ignore[arg-type]
         for stats, array in zip(self.outputs.values(), outputs, strict=True):
-            stats.update(array, step=step)
+            stats.update(array, sample)
 
     def merge(self, other: Summary) -> Summary:
         """Add ``other`` (the same columns) into this summary; returns self."""
@@ -376,7 +435,7 @@ class Summary:
                 if name in mine and mine[name].kind == stats.kind:
                     mine[name].merge(stats)  # type: ignore[arg-type]
                 else:
-                    mine[name] = _CLASSES[stats.kind].from_dict(stats.to_dict())  # type: ignore[attr-defined]
+                    mine[name] = _CLASSES[stats.kind].from_dict(stats.to_dict())
         self.rows += other.rows
         return self
 
@@ -385,8 +444,8 @@ class Summary:
         return {
             "summary_version": SUMMARY_VERSION,
             "rows": self.rows,
+            "step": self.step,
             "sketch_k": SKETCH_K,
-            "sample_rows": self.sample_rows,
             "features": {name: stats.to_dict() for name, stats in self.features.items()},
             "outputs": {name: stats.to_dict() for name, stats in self.outputs.items()},
         }
@@ -399,7 +458,7 @@ class Summary:
             summary = cls(
                 {n: _CLASSES[d["kind"]].from_dict(d) for n, d in data["features"].items()},
                 {n: _CLASSES[d["kind"]].from_dict(d) for n, d in data["outputs"].items()},
-                sample_rows=data.get("sample_rows"),
+                step=int(data["step"]),
             )
             summary.rows = int(data["rows"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
@@ -422,7 +481,7 @@ class Summary:
         """A readable summary (counts, extremes, quantiles, top values), without the sketches."""
         return {
             "rows": self.rows,
-            "sample_rows": self.sample_rows,
+            "step": self.step,
             "features": {name: stats.describe() for name, stats in self.features.items()},
             "outputs": {name: stats.describe() for name, stats in self.outputs.items()},
         }
@@ -457,12 +516,12 @@ def _number(value: float | None) -> float | str | None:
     return str(value)
 
 
-def plan_summary(plan: FeaturePlan, file: InputFile, *, sample_rows: int | None = SAMPLE_ROWS) -> Summary:
+def plan_summary(plan: FeaturePlan, file: InputFile, *, step: int = 1) -> Summary:
     """An empty summary of the plan's feature columns (typed as in ``file``) and of its output columns."""
     outputs: dict[str, tuple[pa.DataType, Kind]] = {
         o.name: (o.type, "categorical" if o.role in ("label", "threshold") else kind_of(o.type)) for o in plan.outputs
     }
-    return Summary.create({f: file.field(f).type for f in plan.features}, outputs, sample_rows=sample_rows)
+    return Summary.create({f: file.field(f).type for f in plan.features}, outputs, step=step)
 
 
 @dataclass
