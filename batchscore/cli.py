@@ -2,8 +2,8 @@
 
 Exit codes: 0 ok; 2 usage or bad option; 3 input missing, unreadable or not
 fitting the model; 4 model unreadable or device unavailable; 5 output exists or
-cannot be written; 1 an unexpected bug (the only case with a traceback);
-130/143 interrupted.
+cannot be written; 6 drift over the limits with on_drift=fail (output committed);
+1 an unexpected bug (the only case with a traceback); 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ app = typer.Typer(
     epilog=(
         "Exit codes: 0 ok; 2 usage, bad option or job file; 3 input missing, unreadable or not fitting the model; "
         "4 model unreadable, pin mismatch or device unavailable; 5 output exists, locked or not writable; "
+        "6 drift over the limits with --on-drift fail (output committed); "
         "1 a bug (the only case with a traceback); 130/143 interrupted, nothing committed."
     ),
     add_completion=False,
@@ -357,6 +358,45 @@ def inspect(
 
             info = Model(model, device=spec.device).describe()
     typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[str, typer.Argument(metavar="OUT", help="An output folder, or a saved _batchscore_summary.json.")],
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REF",
+            help="Compare with this output folder or saved summary. Default: the run's own reference.",
+        ),
+    ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Also write a self-contained HTML page (needs batchscore[report])."),
+    ] = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show an output's data and prediction summary and its drift against a reference (worst columns first)."""
+    _setup_logging(quiet=True, verbose=False, log_format="text")
+    with _Errors(log_format="text"):
+        from batchscore import drift, htmlreport, textreport
+
+        review = drift.review(out, reference=reference, max_psi=max_psi, max_null_rate_change=max_null_rate_change)
+        if html:
+            htmlreport.write(html, review)
+    if as_json:
+        data = {
+            "summary": review.current.summary.describe(),
+            "lineage": review.current.lineage,
+            "drift": None if review.drift is None else review.drift.to_dict(),
+        }
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(textreport.render(review))
+    if html:
+        typer.echo(f"wrote {html}", err=True)
 
 
 def _render(info: dict[str, Any], indent: str = "") -> str:

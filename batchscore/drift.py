@@ -275,3 +275,48 @@ def enforce(report: DriftReport, *, on_drift: OnDrift, output: str) -> None:
         "(run again with --mode resume --on-drift warn: nothing is rescored) or fix the input and rescore"
     )
     raise DriftError(msg)
+
+
+@dataclass(frozen=True)
+class Review:
+    """What ``batchscore report`` shows: an output's summary, its reference's, and the drift between them."""
+
+    current: SavedSummary
+    reference: SavedSummary | None
+    drift: DriftReport | None
+    note: str = ""
+    """Why there is no drift table, when there is none."""
+
+
+def review(
+    path: str,
+    *,
+    reference: str | None = None,
+    max_psi: float | None = None,
+    max_null_rate_change: float | None = None,
+) -> Review:
+    """Read ``path``'s summary and compare it with ``reference``, or with the reference its run was checked against.
+
+    Without ``reference``, the run's own drift check is shown, with the reference's distributions if that
+    reference is still there. Limits default to those of the run's check.
+    """
+    current = load(path)
+    recorded = DriftReport.from_dict(current.drift) if current.drift else None
+    limits = {
+        "max_psi": max_psi if max_psi is not None else recorded.max_psi if recorded else DEFAULT_MAX_PSI,
+        "max_null_rate_change": max_null_rate_change
+        if max_null_rate_change is not None
+        else recorded.max_null_rate_change
+        if recorded
+        else DEFAULT_MAX_NULL_RATE_CHANGE,
+    }
+    if reference is not None:
+        ref = load(reference)
+        return Review(current, ref, compare(current.summary, ref.summary, reference_path=reference, **limits))
+    if recorded is None:
+        return Review(current, None, None, note="no reference: pass --reference PATH to compare with another output")
+    if find(recorded.reference) is None:
+        note = f"reference {recorded.reference} is gone: the drift table is the run's own, without its distributions"
+        return Review(current, None, recorded, note=note)
+    ref = load(recorded.reference)
+    return Review(current, ref, compare(current.summary, ref.summary, reference_path=recorded.reference, **limits))
