@@ -36,6 +36,7 @@ from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
 from batchscore.summary import SUMMARY
+from batchscore.summary import find as summary_file
 from batchscore.writer import OutputDir, dictionary_columns
 
 log = logging.getLogger("batchscore")
@@ -230,7 +231,15 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
+        "drift": _drift_plan(spec),  # issue 11
     }
+
+
+def _drift_plan(spec: JobSpec) -> str:
+    if spec.reference is None:
+        return "not checked (no reference)" if spec.summary else "not checked (--no-summary)"
+    found = "found" if summary_file(spec.reference) else "missing: a warning, drift not checked"
+    return f"against {spec.reference} ({found}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
