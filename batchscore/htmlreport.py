@@ -207,8 +207,13 @@ def _psi(drift: ColumnDrift | None) -> float:
 
 
 def _figure(stats: ColumnStats, ref: ColumnStats | None) -> str:
-    if isinstance(stats, NumericStats) and not stats.sketch.is_empty():
-        return _svg(_numeric(stats, ref if isinstance(ref, NumericStats) and not ref.sketch.is_empty() else None))
+    if isinstance(stats, NumericStats):
+        mine = None if stats.sketch.is_empty() else stats
+        theirs = ref if isinstance(ref, NumericStats) and not ref.sketch.is_empty() else None
+        if mine is None and theirs is None:
+            return '<p class="muted">no values to draw</p>'
+        note = "" if mine is not None else '<p class="muted">no value in this run: the reference alone</p>'
+        return note + _svg(_numeric(mine, theirs))
     if isinstance(stats, CategoricalStats) and stats.counts:
         return _svg(_categorical(stats, ref if isinstance(ref, CategoricalStats) else None))
     if isinstance(stats, CategoricalStats) and stats.counts is None:
@@ -216,13 +221,13 @@ def _figure(stats: ColumnStats, ref: ColumnStats | None) -> str:
     return '<p class="muted">no values to draw</p>'
 
 
-def _numeric(stats: NumericStats, ref: NumericStats | None) -> Figure:
+def _numeric(stats: NumericStats | None, ref: NumericStats | None) -> Figure:
     """Both distributions as shares of rows over one set of bins spanning both runs' 0.5%..99.5% quantiles."""
     import numpy as np
 
-    spans = [s.quantiles([0.005, 0.995]) for s in (stats, ref) if s is not None]
-    lo = min(q[0] for q in spans if q)
-    hi = max(q[1] for q in spans if q)
+    spans = [q for s in (stats, ref) if s is not None and (q := s.quantiles([0.005, 0.995]))]
+    lo = min(q[0] for q in spans)
+    hi = max(q[1] for q in spans)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, BINS + 1)
