@@ -160,6 +160,8 @@ class NumericStats:
         if array.null_count == rows or not sample.size:
             return
         values = sample.values(array)
+        if not len(values):  # every sampled row was null
+            return
         self.seen += len(values) * sample.step
         total = float(values.sum())
         if math.isnan(total):  # NaN among the values (or inf - inf): the rare path

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 from datasketches import kll_doubles_sketch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from batchscore.summary import (
@@ -159,6 +159,7 @@ def random_table(rows: int = 2000) -> pa.Table:
     cuts=st.lists(st.integers(min_value=1, max_value=1999), max_size=6, unique=True),
     step=st.sampled_from([1, 3, 7]),
 )
+@example(cuts=[4], step=7)  # a batch whose only sampled row is null
 def test_batch_boundaries_do_not_change_what_is_counted(cuts, step):
     table = random_table()
     whole = Summary.create({"x": pa.float64(), "s": pa.string()}, {}, step=step)
