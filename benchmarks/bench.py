@@ -78,6 +78,7 @@ MODEL_ROW_CAPS: dict[str, int] = {
 RSS_LIMIT_MB = 500.0
 RSS_FLAT_LIMIT = 0.10
 STARTUP_LIMIT_S = 1.0
+SUMMARY_COST_LIMIT = 0.05
 
 E2E = ("plain", "polars", "batchscore")
 
@@ -241,8 +242,10 @@ def count_parquet_rows(path: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(path.rglob("*.parquet")))
 
 
-def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Path) -> list[str]:
-    """The ``batchscore score`` command line the benchmark runs."""
+def batchscore_cmd(
+    files: Sequence[Path], model: Path, out_dir: Path, report: Path, *, summary: bool = True
+) -> list[str]:
+    """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``)."""
     return [
         sys.executable,
         "-m",
@@ -262,19 +265,21 @@ def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Pa
         "--quiet",
         "--report",
         str(report),
+        *([] if summary else ["--no-summary"]),
     ]
 
 
 def run_batchscore(
-    files: Sequence[Path], model: Path, out_dir: Path, timeout_s: float, expect_rows: int
+    files: Sequence[Path], model: Path, out_dir: Path, timeout_s: float, expect_rows: int, *, summary: bool = True
 ) -> Measurement:
     """Run the batchscore CLI end to end; never raises on a batchscore failure."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report), timeout_s)
-    m = Measurement(name="batchscore", wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, summary=summary), timeout_s)
+    name = "batchscore" if summary else "no_summary"
+    m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         log(f"    batchscore FAILED ({m.error.splitlines()[0] if m.error else ''})")
@@ -464,15 +469,19 @@ def bench_model(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.
     fstr = [str(f) for f in files]
     feats = list(datagen.FEATURES)
     results: dict[str, Measurement] = {}
-    for contender in ("inference", "plain", "polars", "batchscore"):
-        if contender in args.skip:
+    # no_summary: batchscore --no-summary, on logreg only, to show what the run summary costs (issue 11)
+    contenders = ("inference", "plain", "polars", "batchscore", *(["no_summary"] if model == "logreg" else []))
+    for contender in contenders:
+        if contender in args.skip or (contender == "no_summary" and "batchscore" in args.skip):
             continue
         runs: list[Measurement] = []
         for _ in range(args.repeat):
             out_dir = out_root / model / contender
             shutil.rmtree(out_dir, ignore_errors=True)
-            if contender == "batchscore":
-                m = run_batchscore(files, model_path, out_dir, args.child_timeout, rows)
+            if contender in ("batchscore", "no_summary"):
+                m = run_batchscore(
+                    files, model_path, out_dir, args.child_timeout, rows, summary=contender == "batchscore"
+                )
             else:
                 kind = "infer" if contender == "inference" else contender
                 spec = {
@@ -589,6 +598,17 @@ def model_checks(model: str, res: dict[str, Any]) -> list[dict[str, Any]]:
         ge("inference-only", inf, 0.9)
         ge("plain", plain, 1.0)
         ge("polars", polars, 1.0)
+    cost = summary_cost(res)
+    if model == "logreg" and cost is not None:
+        out.append(
+            check(
+                "logreg: run summary costs <= 5% (vs --no-summary)",
+                "<= 5%",
+                cost,
+                cost <= SUMMARY_COST_LIMIT,
+                note="wall time, one run each: noisy on a busy machine; benchmarks/summary_cost.py measures it well",
+            )
+        )
     rss = bs.peak_rss_mb if bs is not None and bs.ok else None
     out.append(
         check(
@@ -608,11 +628,11 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
     log()
     log(title + (f"  [{res['note']}]" if res["note"] else ""))
     rows: list[list[str]] = []
-    for name in ("inference", "plain", "polars", "batchscore"):
+    for name in ("inference", "plain", "polars", "batchscore", "no_summary"):
         m = c.get(name)
         if m is None:
             continue
-        label = "inference-only" if name == "inference" else name
+        label = {"inference": "inference-only", "no_summary": "batchscore --no-summary"}.get(name, name)
         if not m.ok:
             rows.append([label, "FAILED", "-", "-", "-"])
             continue
@@ -620,7 +640,7 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
             [
                 label,
                 fmt_rate(m.rows_per_s),
-                fmt_rate(m.internal_rows_per_s) if name in E2E else "",
+                fmt_rate(m.internal_rows_per_s) if name in (*E2E, "no_summary") else "",
                 f"{m.wall_s:.2f}",
                 f"{m.peak_rss_mb:.0f}",
             ]
@@ -638,6 +658,15 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
         f"/ polars = {fmt_ratio(ratio(bs, c.get('polars')))}   "
         f"/ inference-only = {fmt_ratio(ratio(bs, c.get('inference')))}"
     )
+    cost = summary_cost(res)
+    if cost is not None:
+        log(f"run summary cost: {cost:+.1%} of the run's wall time (batchscore vs batchscore --no-summary)")
+
+
+def summary_cost(res: dict[str, Any]) -> float | None:
+    """1 - rate(batchscore) / rate(batchscore --no-summary): what the run summary costs; None if not measured."""
+    r = ratio(res["contenders"].get("batchscore"), res["contenders"].get("no_summary"))
+    return None if r is None else 1 - r
 
 
 def print_checks(checks: list[dict[str, Any]], *, rows: int) -> None:
@@ -696,7 +725,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated contenders/sections to skip: inference,plain,polars,batchscore,stages,flatness,startup",
+        help="comma-separated contenders/sections to skip: "
+        "inference,plain,polars,batchscore,no_summary,stages,flatness,startup",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
     p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
@@ -819,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "batchscore/plain": ratio(r["contenders"].get("batchscore"), r["contenders"].get("plain")),
                 "batchscore/polars": ratio(r["contenders"].get("batchscore"), r["contenders"].get("polars")),
                 "batchscore/inference": ratio(r["contenders"].get("batchscore"), r["contenders"].get("inference")),
+                "summary_cost": summary_cost(r),
             },
         }
         for m, r in model_results.items()
