@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 import pyarrow as pa
@@ -34,6 +34,9 @@ from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
 from batchscore.writer import OutputDir, dictionary_columns, lock_owner
+
+if TYPE_CHECKING:
+    from batchscore.delta import DeltaOutput
 
 log = logging.getLogger("batchscore")
 
@@ -202,8 +205,8 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "batchscore_version": __version__,
     }
     header = _header(ready, run_id=run_id, started_at=report.started_at)
-    out = OutputDir(
-        spec.out,
+    out = _output(
+        ready,
         mode=spec.mode,
         run_id=run_id,
         metadata=metadata,
@@ -217,7 +220,8 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
             report.parts_skipped = len(files) - len(todo)
             if out.complete:
                 log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
-                report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
+                if isinstance(out, OutputDir):  # a Delta table keeps no parts from before: its commit is one
+                    report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
                 _stream(ready, todo, out, report, progress)
                 _interrupt.check()  # the last moment to stop with nothing committed
@@ -246,12 +250,18 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
     """Check everything a run would check, inputs to output folder, and say what it would do; score nothing."""
     ready = prepare(spec)
     files, model, plan = ready.files, ready.model, ready.plan
-    out = OutputDir(
-        spec.out, mode=spec.mode, run_id="dry-run", metadata={}, header=_header(ready, run_id="", started_at="")
+    out = _output(
+        ready,
+        mode=spec.mode,
+        run_id="dry-run",
+        metadata={},
+        header=_header(ready, run_id="", started_at=""),
     )
     todo = out.check(files)
     owner = lock_owner(spec.out)
-    if out.pending_commit() is not None:
+    if not isinstance(out, OutputDir):
+        action = out.plan(files)
+    elif out.pending_commit() is not None:
         action = "finish the commit a dead run left half done, then decide again"
     elif out.complete:
         action = f"nothing to do: all {len(files)} part(s) are committed for these inputs and this model"
@@ -270,11 +280,23 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "keep": list(plan.keep),
         "filter": spec.filter or "none",
         "outputs": [o.name for o in plan.outputs],
-        "output": f"{spec.out} (mode {spec.mode}, {spec.compression}"
+        "output": f"{spec.out} ({'Delta table, ' * (spec.format == 'delta')}mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
     }
+
+
+def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
+    """Where the scores go: a folder of Parquet parts, or one commit to a Delta table (``format="delta"``)."""
+    spec = ready.spec
+    if spec.format == "delta":
+        from batchscore.delta import DeltaOutput
+
+        options.setdefault("partition_by", spec.partition_by)
+        schema = ready.plan.output_schema(ready.files[0])
+        return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
+    return OutputDir(spec.out, **options)
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -331,7 +353,7 @@ _Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
 
 
 def _stream(
-    ready: Prepared, todo: list[int], out: OutputDir, report: RunReport, progress: ProgressCallback | None
+    ready: Prepared, todo: list[int], out: OutputDir | DeltaOutput, report: RunReport, progress: ProgressCallback | None
 ) -> None:
     spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
     schema = plan.output_schema(files[0])
