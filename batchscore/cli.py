@@ -154,7 +154,7 @@ def score(
     compression: Annotated[
         str, typer.Option(metavar="zstd|snappy|gzip|lz4|brotli|none", help="Parquet compression.")
     ] = "zstd",
-    output_format: Annotated[
+    format: Annotated[
         str,
         typer.Option(
             "--format",
@@ -206,7 +206,7 @@ def score(
             with_score=with_score,
             mode=mode,  # type: ignore[arg-type]
             compression=compression,  # type: ignore[arg-type]
-            format=output_format,  # type: ignore[arg-type]
+            format=format,  # type: ignore[arg-type]
             schema_mode=schema_mode,  # type: ignore[arg-type]
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
@@ -300,10 +300,10 @@ def inspect(
     _setup_logging(quiet=True, verbose=False, log_format="text")
     with _Errors(log_format="text"):
         if _is_delta_table(model):
-            from batchscore import delta
+            from batchscore import deltalog
 
-            table = delta.describe(model)
-            typer.echo(json.dumps(table, indent=2) if as_json else delta.render_history(table))
+            table = deltalog.describe(model)
+            typer.echo(json.dumps(table, indent=2) if as_json else deltalog.render_history(table))
             return
         spec = JobSpec(
             inputs=tuple(data or ["-"]),

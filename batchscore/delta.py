@@ -43,7 +43,6 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -181,7 +180,7 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return " ".join(text[0].split()) if text else type(exc).__name__
 
@@ -283,7 +282,7 @@ class DeltaOutput:
         except dl.exceptions.TableNotFoundError:
             return None
         except (dl.exceptions.DeltaError, OSError) as exc:
-            msg = f"cannot read Delta table {self.path}: {_first_line(exc)}; check the path, or choose another --out"
+            msg = f"cannot read Delta table {self.path}: {first_line(exc)}; check the path, or choose another --out"
             raise OutputError(msg) from exc
 
     def _check_new_location(self) -> None:
@@ -367,7 +366,7 @@ class DeltaOutput:
                     self.path,
                 )
         except (self._dl.exceptions.DeltaError, OSError) as exc:
-            log.warning("could not vacuum %s (%s); it will be tried again by the next run", self.path, _first_line(exc))
+            log.warning("could not vacuum %s (%s); it will be tried again by the next run", self.path, first_line(exc))
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -519,15 +518,15 @@ class DeltaOutput:
         if dl is not None and isinstance(exc, dl.exceptions.CommitFailedError):
             msg = (
                 f"another run committed to {self.unit.label} of Delta table {self.path} while this one was writing "
-                f"({_first_line(exc)}); this run committed nothing: re-run it once the other has finished"
+                f"({first_line(exc)}); this run committed nothing: re-run it once the other has finished"
             )
         elif dl is not None and isinstance(exc, dl.exceptions.SchemaMismatchError):
             msg = (
-                f"this run's output does not fit Delta table {self.path} ({_first_line(exc)}); "
+                f"this run's output does not fit Delta table {self.path} ({first_line(exc)}); "
                 "write it to a new table (another --out), or pass --schema-mode merge to add new columns"
             )
         else:
-            msg = f"cannot write Delta table {self.path}: {_first_line(exc)}; check free space and permissions"
+            msg = f"cannot write Delta table {self.path}: {first_line(exc)}; check free space and permissions"
         error = OutputError(msg)
         error.__cause__ = exc
         return error
@@ -540,7 +539,7 @@ class DeltaOutput:
             self._put(_ABORT)
         self._join()
         if self._error is not None and not isinstance(self._error, _AbortedError):
-            log.debug("the Delta writer of %s stopped: %s", self.path, _first_line(self._error))
+            log.debug("the Delta writer of %s stopped: %s", self.path, first_line(self._error))
 
     # -- describing -----------------------------------------------------------------------------
 
@@ -556,73 +555,3 @@ class DeltaOutput:
 
 def _columns(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
-
-
-def is_table(path: str, *, storage_options: Mapping[str, str] | None = None) -> bool:
-    """Whether ``path`` is a Delta table (a local folder with ``_delta_log``, or a URI deltalake reads)."""
-    if "://" not in path:
-        return os.path.isdir(os.path.join(path, "_delta_log"))
-    return bool(deltalake().DeltaTable.is_deltatable(path, storage_options=dict(storage_options or {})))
-
-
-def describe(path: str, *, storage_options: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The table and its history, newest first: per version its time, operation, unit, rows, model and run.
-
-    Reads only the log (never the data), so the process never builds the
-    pyarrow dataset whose teardown crashes at exit (delta-rs#2184).
-    """
-    dl = deltalake()
-    try:
-        table = dl.DeltaTable(path, storage_options=dict(storage_options) if storage_options else None)
-        actions = pa.table(table.get_add_actions(flatten=True))
-        history = table.history()
-    except (dl.exceptions.DeltaError, OSError) as exc:
-        msg = f"cannot read Delta table {path}: {_first_line(exc)}; check the path"
-        raise OutputError(msg) from exc
-    rows = sum(r or 0 for r in actions.column("num_records").to_pylist()) if actions.num_rows else 0
-    versions = [_version_line(h) for h in history]
-    return {
-        "table": path,
-        "version": table.version(),
-        "partition_by": ", ".join(table.metadata().partition_columns) or "none",
-        "files": actions.num_rows,
-        "rows": rows,
-        "columns": [f"{f.name}: {f.type}" for f in pa.schema(table.schema().to_arrow())],
-        "history": versions,
-    }
-
-
-def _version_line(commit: dict[str, Any]) -> dict[str, Any]:
-    raw = commit.get(METADATA_KEY)
-    ours: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    metrics = commit.get("operationMetrics") or {}
-    stamp = commit.get("timestamp")
-    when = datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="seconds") if stamp else ""
-    line: dict[str, Any] = {
-        "version": commit.get("version"),
-        "date": when,
-        "operation": commit.get("operation"),
-        "partition": ours.get("partition") or (commit.get("operationParameters") or {}).get("predicate") or "",
-        "rows": metrics.get("num_added_rows"),
-    }
-    if ours:
-        line["model"] = ours.get("model")
-        line["model_sha256"] = ours.get("model_sha256")
-        line["run_id"] = ours.get("run_id")
-        line["batchscore_version"] = ours.get("batchscore_version")
-    return line
-
-
-def render_history(info: dict[str, Any]) -> str:
-    """``describe()`` as text: the table, then one line per version."""
-    lines = [f"{k}: {v}" for k, v in info.items() if k not in ("history", "columns")]
-    lines.append("columns: " + ", ".join(info["columns"]))
-    lines.append("history (newest first):")
-    for v in info["history"]:
-        rows = f"{v['rows']:,} rows" if isinstance(v.get("rows"), int) else "-"
-        model = ""
-        if v.get("model"):
-            sha = str(v.get("model_sha256"))[:12]
-            model = f"  model {os.path.basename(str(v['model']))} ({sha})  run {v.get('run_id')}"
-        lines.append(f"  v{v['version']}  {v['date']}  {v['operation']}  {v['partition'] or '-'}  {rows}{model}")
-    return "\n".join(lines)

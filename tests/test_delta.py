@@ -13,39 +13,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, direct_run, make_table, table_matrix, write_files
+from conftest import DAYS, ROOT, day_files, direct_run, make_table, nightly, table_matrix
 
 import batchscore
 from batchscore import JobSpec
-from batchscore.delta import DeltaOutput, Unit, delta_schema, describe
+from batchscore.delta import DeltaOutput, Unit, delta_schema
 from batchscore.errors import InputDataError, JobSpecError, OutputError, OutputExistsError
 from batchscore.pipeline import _header, prepare
 
 deltalake = pytest.importorskip("deltalake")
 
 KEEP = ("id", "segment", "ds")
-DAYS = {"2026-11-20": 3000, "2026-11-21": 2500}
-
-
-def day_files(tmp_path: Path, ds: str, *, files: int = 1, rows: int | None = None, seed: int = 0) -> Path:
-    """``tmp_path/in/ds=<ds>/part-N.parquet``: a day's data, as it lands nightly."""
-    rows = rows or DAYS.get(ds, 1000)
-    start = sum(ord(c) for c in ds) * 10_000
-    tables = [make_table(rows, seed=seed + i, start_id=start + i * rows) for i in range(files)]
-    write_files(tmp_path / "in" / f"ds={ds}", tables)
-    return tmp_path / "in" / f"ds={ds}"
-
-
-def nightly(tmp_path: Path, ds: str, model: Path, **options: object) -> JobSpec:
-    base = JobSpec(
-        inputs=(str(tmp_path / "in" / f"ds={ds}"),),
-        model=str(model),
-        out=str(tmp_path / "table"),
-        keep=KEEP,
-        partition_by=("ds",),
-        format="delta",
-    )
-    return base.replace(**options)
 
 
 def read(table: Path, version: int | None = None) -> pl.DataFrame:
@@ -384,22 +362,6 @@ def test_exit_codes_stay_true_over_many_runs(models, tmp_path):
         codes.append(cli(*base, "--model", models["mlp"]).returncode)  # other schema: 5
         codes.append(cli("inspect", tmp_path / "table").returncode)  # reads the log: 0
     assert codes == [0, 5, 0] * 8
-
-
-def test_inspect_shows_each_version_with_date_rows_and_model(models, tmp_path):
-    for ds in DAYS:
-        day_files(tmp_path, ds)
-        batchscore.run(nightly(tmp_path, ds, models["logreg"]))
-    result = cli("inspect", tmp_path / "table")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert "partition_by: ds" in lines and "rows: 5500" in lines
-    versions = [ln.strip() for ln in lines if ln.startswith("  v")]
-    assert versions[0].startswith("v1 ") and "ds=2026-11-21  2,500 rows  model logreg.onnx" in versions[0]
-    assert versions[1].startswith("v0 ") and "ds=2026-11-20  3,000 rows" in versions[1]
-    info = describe(str(tmp_path / "table"))
-    assert [v["rows"] for v in info["history"]] == [2500, 3000]
-    assert info["history"][0]["model_sha256"] == batchscore.Model(str(models["logreg"]), device="cpu").sha256
 
 
 def test_dry_run_says_which_day_it_would_replace(models, tmp_path):
