@@ -137,6 +137,12 @@ def unit_of(files: Sequence[InputFile], partition_by: Sequence[str]) -> Unit:
     column = partition_by[0]
     values: set[Any] = set()
     for file in files:
+        if column not in file.columns:
+            msg = (
+                f"a Delta table's first partition column names the rows a run replaces, so it must be an input "
+                f"column (a day: ds), but {column!r} is not in {file.path}; put a kept column first in --partition-by"
+            )
+            raise JobSpecError(msg)
         if column in file.partitions and column not in file.schema.names:
             values.add(file.partitions[column])
             continue
@@ -181,12 +187,13 @@ def _absolute(path: str) -> str:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """An exception as one line, without the Python traceback delta-rs appends after "Detail:"."""
+    text = str(exc).split(" Detail: Python exception")[0].strip().splitlines()
     return " ".join(text[0].split()) if text else type(exc).__name__
 
 
 class _AbortedError(Exception):
-    """Ends the stream of a failed run, so that delta-rs commits nothing."""
+    """Ends the stream of a failed run, so that delta-rs commits nothing (it reaches delta-rs, not the user)."""
 
 
 class DeltaOutput:
@@ -538,8 +545,7 @@ class DeltaOutput:
         with contextlib.suppress(OutputError):
             self._put(_ABORT)
         self._join()
-        if self._error is not None and not isinstance(self._error, _AbortedError):
-            log.debug("the Delta writer of %s stopped: %s", self.path, first_line(self._error))
+        log.debug("ended the stream to Delta table %s without a commit", self.path)
 
     # -- describing -----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import DAYS, ROOT, day_files, direct_run, make_table, nightly, table_matrix
+from conftest import DAYS, ROOT, day_files, direct_run, make_table, nightly, table_matrix, write_files
 
 import batchscore
 from batchscore import JobSpec
@@ -254,6 +255,13 @@ def test_the_table_keeps_its_partitioning(models, tmp_path):
         batchscore.run(nightly(tmp_path, "2026-11-20", models["logreg"], partition_by=("segment",), mode="overwrite"))
 
 
+def test_the_replaced_unit_must_be_an_input_column(models, tmp_path):
+    day_files(tmp_path, "2026-11-20")
+    with pytest.raises(JobSpecError, match=r"'prediction' is not in .*put a kept column first in --partition-by"):
+        batchscore.run(nightly(tmp_path, "2026-11-20", models["logreg"], partition_by=("prediction", "ds")))
+    assert not (tmp_path / "table").exists()
+
+
 def test_an_unpartitioned_table_is_replaced_whole(models, tmp_path):
     day_files(tmp_path, "2026-11-20")
     spec = nightly(tmp_path, "2026-11-20", models["logreg"], partition_by=None)
@@ -445,3 +453,27 @@ def test_without_deltalake_the_error_says_how_to_install_it(models, tmp_path, mo
 def test_schema_mode_merge_needs_the_delta_format(tmp_path):
     with pytest.raises(JobSpecError, match="schema_mode 'merge' applies to Delta tables only"):
         JobSpec(inputs=("x",), model="m.onnx", out="o", schema_mode="merge")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_stream_commits_nothing_and_exits_143(models, tmp_path):
+    """Airflow stops a task with SIGTERM: the stream ends with an error, so delta-rs publishes no version."""
+    day_files(tmp_path, "2026-11-20", rows=500)
+    batchscore.run(nightly(tmp_path, "2026-11-20", models["logreg"]))
+    write_files(tmp_path / "in" / "ds=2026-11-21", [make_table(4000, seed=i) for i in range(12)], row_group_size=500)
+    command = [sys.executable, "-m", "batchscore", "score", tmp_path / "in" / "ds=2026-11-21", "--model"]
+    command += [models["logreg"], "--out", tmp_path / "table", "--keep", ",".join(KEEP), "--partition-by", "ds"]
+    command += ["--format", "delta", "--batch-size", "8", "-v"]
+    proc = subprocess.Popen(
+        list(map(str, command)), stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # scoring: the first file's rows are in the stream
+        if "scored " in line and "(1/12)" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, rest
+    assert "terminated (SIGTERM); nothing was committed" in rest and "Traceback" not in rest
+    assert deltalake.DeltaTable(str(tmp_path / "table")).version() == 0
+    assert read(tmp_path / "table")["ds"].unique().to_list() == ["2026-11-20"]
