@@ -233,6 +233,8 @@ class DeltaOutput:
         self.complete = False
         """True when this very run (same inputs, model and options) is already committed: nothing to do."""
         self.unit = Unit(None)
+        self.predicate: str | None = None
+        """The SQL condition selecting the unit in the table, as ``replaceWhere``; None: the whole table."""
         self.app_id = ""
         self.txn_version = 0
         self.version: int | None = None
@@ -255,6 +257,8 @@ class DeltaOutput:
         """
         dl = self._dl = deltalake()
         self.unit = unit_of(files, self.partition_by)
+        column = self.unit.column
+        self.predicate = self.unit.predicate(self.schema.field(column).type) if column is not None else None
         self.app_id = app_id(self.path, self.header.get("job_file"), self.unit)
         self.txn_version = fingerprint(self.header, self.unit)
         table = self._table(dl)
@@ -411,9 +415,7 @@ class DeltaOutput:
                     self.path,
                     reader,
                     mode="overwrite",
-                    predicate=self.unit.predicate(self.schema.field(self.unit.column).type)
-                    if self.unit.column
-                    else None,
+                    predicate=self.predicate,
                     partition_by=self.partition_by or None,
                     schema_mode="merge" if self.schema_mode == "merge" else None,
                     storage_options=self.storage_options,
