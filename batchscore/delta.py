@@ -167,7 +167,7 @@ def delta_schema(schema: pa.Schema) -> pa.Schema:
 
 def fingerprint(header: Mapping[str, Any], unit: Unit) -> int:
     """What the unit's scores depend on (inputs, model, options), as a 60-bit application transaction version."""
-    inputs = [(i["path"], i["size"], i["mtime_ns"]) for i in header.get("inputs", [])]
+    inputs = [(i.get("path"), i.get("fingerprint")) for i in header.get("inputs", [])]
     blob = json.dumps(
         [inputs, header.get("model_sha256"), header.get("spec_hash"), unit.label], sort_keys=True, default=str
     )

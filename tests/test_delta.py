@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +105,7 @@ def test_two_nights_then_a_rerun_of_the_first_replaces_it_in_one_commit(models, 
 
 
 def test_a_retried_run_is_a_no_op_and_a_changed_input_is_rescored(models, tmp_path):
-    folder = day_files(tmp_path, "2026-11-20")
+    day_files(tmp_path, "2026-11-20")
     spec = nightly(tmp_path, "2026-11-20", models["logreg"])
     batchscore.run(spec)
     for mode in ("error", "resume"):  # the retry of an attempt that did commit finds its transaction
@@ -118,9 +117,7 @@ def test_a_retried_run_is_a_no_op_and_a_changed_input_is_rescored(models, tmp_pa
     ours = history(tmp_path / "table")[0]["batchscore"]
     assert table.transaction_version(ours["app_id"]) is not None
 
-    new_mtime = time.time() + 60  # the day's data re-landed
-    for part in folder.glob("*.parquet"):
-        os.utime(part, (new_mtime, new_mtime))
+    day_files(tmp_path, "2026-11-20", seed=7)  # the day's data re-landed, corrected
     with pytest.raises(
         OutputExistsError, match=r"ds=2026-11-20 .* already holds 3,000 scored row\(s\).*--mode overwrite"
     ):
