@@ -17,6 +17,7 @@ from batchscore._version import __version__
 from batchscore.errors import (
     BatchScoreError,
     DeviceUnavailableError,
+    DriftError,
     InputDataError,
     JobSpecError,
     ModelError,
@@ -49,6 +50,7 @@ _LAZY = {
 __all__ = [
     "BatchScoreError",
     "DeviceUnavailableError",
+    "DriftError",
     "InputDataError",
     "JobSpec",
     "JobSpecError",

@@ -27,7 +27,8 @@ more.
 
 Plus data-wide stage-alone numbers (Parquet read, float64->float32
 conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
-files vs all of them) and its start-up (``import batchscore``; ``batchscore
+files vs all of them), the same with ``--format delta`` (rate and peak RSS of
+the Delta Lake output) and its start-up (``import batchscore``; ``batchscore
 score`` of a 10-row file, whole process).  The results are printed as tables
 with PASS/FAIL against the performance targets and written to a JSON file.
 
@@ -94,9 +95,12 @@ STARTUP_LIMIT_S = 0.3
 IMPORT_LIMIT_S = 0.15
 INRUN_LIMIT = 3.0e6
 DEFAULT_ROUNDS = 3
+SUMMARY_COST_LIMIT = 0.05
 
 PEERS = ("plain", "polars_read_all", "polars_select")
 E2E = (*PEERS, "batchscore")
+WHOLE_PROCESS = (*E2E, "no_summary")
+"""Contenders whose rate is rows / process wall time (start-up included)."""
 #: Minimum batchscore / best-peer ratio per case (median of the rounds).
 BEST_PEER_TARGETS: dict[str, float] = {"logreg": 1.4, "logreg_2m": 1.25, "gbt": 1.0, "mlp": 1.0}
 
@@ -209,7 +213,7 @@ class Measurement:
         start-up and imports included, identical treatment for all three); for
         stages and inference-only it is rows / the timed section.
         """
-        secs = self.wall_s if self.name in E2E else self.seconds
+        secs = self.wall_s if self.name in WHOLE_PROCESS else self.seconds
         return self.rows / secs if self.ok and secs > 0 else 0.0
 
     @property
@@ -260,8 +264,11 @@ def count_parquet_rows(path: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(path.rglob("*.parquet")))
 
 
-def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Path) -> list[str]:
-    """The ``batchscore score`` command line the benchmark runs."""
+def batchscore_cmd(
+    files: Sequence[Path], model: Path, out_dir: Path, report: Path, *, summary: bool = True, extra: Sequence[str] = ()
+) -> list[str]:
+    """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``;
+    ``extra``: more flags, e.g. ``--format delta``)."""
     return [
         sys.executable,
         "-m",
@@ -281,19 +288,33 @@ def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Pa
         "--quiet",
         "--report",
         str(report),
+        *([] if summary else ["--no-summary"]),
+        *extra,
     ]
 
 
 def run_batchscore(
-    files: Sequence[Path], model: Path, out_dir: Path, timeout_s: float, expect_rows: int
+    files: Sequence[Path],
+    model: Path,
+    out_dir: Path,
+    timeout_s: float,
+    expect_rows: int,
+    *,
+    summary: bool = True,
+    extra: Sequence[str] = (),
 ) -> Measurement:
-    """Run the batchscore CLI end to end; never raises on a batchscore failure."""
+    """Run the batchscore CLI end to end; never raises on a batchscore failure.
+
+    The rows written are counted from the Parquet files under ``out_dir``: the
+    parts, or the data files of a Delta table written once (its only version).
+    """
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report), timeout_s)
-    m = Measurement(name="batchscore", wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, summary=summary, extra=extra), timeout_s)
+    name = "batchscore" if summary else "no_summary"
+    m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         log(f"    batchscore FAILED ({m.error.splitlines()[0] if m.error else ''})")
@@ -480,8 +501,8 @@ def run_contender(
 ) -> Measurement:
     """One run of one contender, its output checked for the row count, then removed."""
     shutil.rmtree(out_dir, ignore_errors=True)
-    if contender == "batchscore":
-        m = run_batchscore(files, model_path, out_dir, args.child_timeout, rows)
+    if contender in ("batchscore", "no_summary"):
+        m = run_batchscore(files, model_path, out_dir, args.child_timeout, rows, summary=contender == "batchscore")
     else:
         kind = "infer" if contender == "inference" else contender
         spec = {
@@ -515,6 +536,8 @@ def bench_model(ds: datagen.Dataset, case: str, out_root: Path, args: argparse.N
         results["inference"] = run_contender("inference", files, model_path, rows, out_root / case / "inference", args)
         log(f"  {'inference':<16} {fmt_rate(results['inference'].rows_per_s):>8} rows/s")
     contenders = [c for c in E2E if c not in args.skip and not (c.startswith("polars") and "polars" in args.skip)]
+    if case == "logreg" and "batchscore" in contenders and "no_summary" not in args.skip:
+        contenders.append("no_summary")  # batchscore --no-summary: what the run summary costs (issue 11)
     runs: dict[str, list[Measurement]] = {c: [] for c in contenders}
     for round_no in range(args.rounds):
         order = contenders[round_no % len(contenders) :] + contenders[: round_no % len(contenders)]
@@ -569,6 +592,38 @@ def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: 
         "full": full.to_dict(),
         "rss_ratio": None if growth is None else round(1.0 + growth, 4),
         "rss_growth": None if growth is None else round(growth, 4),
+    }
+
+
+DELTA_FLAGS = ("--format", "delta")
+
+
+def bench_delta(ds: datagen.Dataset, out_root: Path, timeout_s: float, parquet: Measurement | None) -> dict[str, Any]:
+    """batchscore writing a Delta table (--format delta, logreg): rate and peak RSS, 1/4 of the files vs all.
+
+    Reported, not checked: the targets above were set for the Parquet output.
+    """
+    k = max(1, len(ds.files) // 4)
+    rows_small, rows_full = sum(ds.file_rows[:k]), sum(ds.file_rows)
+    model = ds.models["logreg"]
+    log(f"Delta output (batchscore --format delta, logreg): {k} vs {len(ds.files)} files")
+    small = run_batchscore(ds.files[:k], model, out_root / "delta" / "small", timeout_s, rows_small, extra=DELTA_FLAGS)
+    full = run_batchscore(ds.files, model, out_root / "delta" / "full", timeout_s, rows_full, extra=DELTA_FLAGS)
+    growth = (full.peak_rss_mb / small.peak_rss_mb - 1.0) if small.ok and full.ok and small.peak_rss_mb > 0 else None
+    same = parquet is not None and parquet.ok and parquet.rows == rows_full
+    log(
+        f"  {rows_small:,} rows {small.peak_rss_mb:7.0f} MB  {rows_full:,} rows {full.peak_rss_mb:7.0f} MB "
+        f"({fmt_rate(full.rows_per_s)} rows/s)  growth {'-' if growth is None else f'{growth * 100:+.1f}%'}"
+        + (f"  [Parquet output: {parquet.peak_rss_mb:.0f} MB, {fmt_rate(parquet.rows_per_s)} rows/s]" if same else "")
+    )
+    return {
+        "rows_small": rows_small,
+        "rows_full": rows_full,
+        "rows_ratio": round(rows_full / rows_small, 3) if rows_small else None,
+        "small": small.to_dict(),
+        "full": full.to_dict(),
+        "rss_growth": None if growth is None else round(growth, 4),
+        "parquet_full": parquet.to_dict() if same and parquet is not None else None,
     }
 
 
@@ -663,6 +718,17 @@ def model_checks(case: str, res: dict[str, Any]) -> list[dict[str, Any]]:
     elif case != "logreg_2m":
         ge("inference-only", inf, 0.9)
         ge("plain", plain, 1.0)
+    cost = summary_cost(res)
+    if case == "logreg" and cost is not None:
+        out.append(
+            check(
+                "logreg: run summary costs <= 5% (vs --no-summary)",
+                "<= 5%",
+                cost,
+                cost <= SUMMARY_COST_LIMIT,
+                note="median of the rounds' wall times; benchmarks/summary_cost.py measures it finely",
+            )
+        )
     rss = bs.extra.get("max_peak_rss_mb", bs.peak_rss_mb) if bs is not None and bs.ok else None
     out.append(
         check(
@@ -682,11 +748,11 @@ def print_model_table(case: str, res: dict[str, Any], stages: dict[str, Measurem
     log()
     log(title + (f"  [{res['note']}]" if res["note"] else ""))
     rows: list[list[str]] = []
-    for name in ("inference", *E2E):
+    for name in ("inference", *E2E, "no_summary"):
         m = c.get(name)
         if m is None:
             continue
-        label = "inference-only" if name == "inference" else name
+        label = {"inference": "inference-only", "no_summary": "batchscore --no-summary"}.get(name, name)
         if not m.ok:
             rows.append([label, "FAILED", "-", "-", "-", "-"])
             continue
@@ -695,7 +761,7 @@ def print_model_table(case: str, res: dict[str, Any], stages: dict[str, Measurem
             [
                 label,
                 fmt_rate(m.rows_per_s),
-                fmt_rate(m.internal_rows_per_s) if name in E2E else "",
+                fmt_rate(m.internal_rows_per_s) if name in (*E2E, "no_summary") else "",
                 f"{m.wall_s:.2f}",
                 f"{m.extra.get('max_peak_rss_mb', m.peak_rss_mb):.0f}",
                 " ".join(fmt_rate(r) for r in rounds),
@@ -717,6 +783,15 @@ def print_model_table(case: str, res: dict[str, Any], stages: dict[str, Measurem
         f"batchscore {ratios}   / inference-only = {fmt_ratio(ratio(bs, c.get('inference')))}   "
         f"/ best peer (median of rounds) = {fmt_ratio(best)}"
     )
+    cost = summary_cost(res)
+    if cost is not None:
+        log(f"run summary cost: {cost:+.1%} of the run's wall time (batchscore vs batchscore --no-summary)")
+
+
+def summary_cost(res: dict[str, Any]) -> float | None:
+    """1 - rate(batchscore) / rate(batchscore --no-summary): what the run summary costs; None if not measured."""
+    r = ratio(res["contenders"].get("batchscore"), res["contenders"].get("no_summary"))
+    return None if r is None else 1 - r
 
 
 def print_checks(checks: list[dict[str, Any]], *, rows: int) -> None:
@@ -782,7 +857,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated contenders/sections to skip: inference,plain,polars_read_all,polars_select "
-        "(polars: both),batchscore,stages,flatness,startup",
+        "(polars: both),batchscore,no_summary,stages,flatness,delta,startup",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
     p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
@@ -867,6 +942,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "flatness" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
         flat = bench_flatness(ds, out_root, args.child_timeout, full)
+    delta: dict[str, Any] | None = None
+    if "delta" not in args.skip and "batchscore" not in args.skip:
+        full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
+        delta = bench_delta(ds, out_root, args.child_timeout, full)
     startup: dict[str, Any] | None = None
     if "startup" not in args.skip:
         startup = bench_startup(ds, out_root, args.child_timeout)
@@ -917,11 +996,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 },
                 "batchscore/best_peer (median of rounds)": r["best_peer_ratio"],
                 "batchscore/best_peer by round": r["best_peer_ratios"],
+                "summary_cost": summary_cost(r),
             },
         }
         for m, r in model_results.items()
     }
     results["rss_flatness"] = flat
+    results["delta"] = delta
     results["startup"] = startup
     results["checks"] = checks
     results["all_pass"] = all(ck["pass"] for ck in checks)
