@@ -223,3 +223,20 @@ def test_describe_and_round_trip():
     described = summary.describe()["features"]["age"]
     assert set(described["quantiles"]) == {"p1", "p5", "p25", "p50", "p75", "p95", "p99"}
     assert summary.describe()["features"]["region"]["top"]
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        pa.array(np.random.default_rng(0).integers(0, 5, 1000)),  # class labels: counted with numpy
+        pa.array(np.random.default_rng(1).integers(-3, 3, 77), pa.int32()).slice(5),  # at an offset
+        pa.array([3, 1, 3, None, 1, 2]),  # with a null: pyarrow.compute, as before
+        pa.array(["b", "a", "b"]),
+        pa.array([True, False, True]),
+    ],
+)
+def test_value_counts_agree_with_pyarrow_compute(array):
+    from batchscore.summary import _value_counts
+
+    found = pc.value_counts(array)
+    assert _value_counts(array) == (found.field("values").to_pylist(), found.field("counts").to_pylist())
