@@ -11,6 +11,25 @@ in a fresh process per measurement; options run interleaved, round after
 round, and the median of the rounds is printed: wall and CPU (all threads) per
 row. Three data sets: the bench data (``make bench``'s cache), a small-file
 set (many 20k-row files) and a wide one (300 columns, 33 read).
+
+What it found (issue 15; CPU ns per row, medians of 3 rounds, 2-core dev box at load
+average 3-12, so trust differences of 15% or more only):
+
+    option                    bench (2 runs)   small (20k-row files)   wide (300 columns)
+    pa_row_group (batchscore)    767 / 593          712                     770
+    pa_row_group_1thread         792 / 698          698                     983
+    pa_iter_batches              839 / 735          747                     987
+    pa_row_group_mmap            687 / 582          656                     661
+    polars_batches               665 / 653          671                     709
+
+No option is faster on every set: Polars was 13% cheaper on the bench set in one run and
+10% dearer in the other, 6-8% cheaper on small and wide files. And Polars does not verify
+page checksums (a flipped byte in a checksummed page reads as a wrong value; pyarrow
+raises), which batchscore promises, so the reader stays pyarrow's ``read_row_group``.
+Memory-mapping saves up to 14% of CPU but counts every mapped page of the open file in
+the process's RSS (peak 347 against 221 MB here, more with bigger files). About half of
+the read stage is zstd's Huffman decoding of the float columns (perf), which every reader
+pays alike.
 """
 
 from __future__ import annotations
@@ -31,10 +50,12 @@ COLUMNS = ["id", *FEATURES]
 BATCH = 65536
 
 
-def _pa_row_group(path: str, *, threads: bool = True, crc: bool = True) -> Iterator[Any]:
+def _pa_row_group(
+    path: str, *, threads: bool = True, crc: bool = True, memory_map: bool = False, pre_buffer: bool = False
+) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path, page_checksum_verification=crc)
+    pf = pq.ParquetFile(path, page_checksum_verification=crc, memory_map=memory_map, pre_buffer=pre_buffer)
     for group in range(pf.metadata.num_row_groups):
         yield from pf.read_row_group(group, columns=COLUMNS, use_threads=threads).to_batches(max_chunksize=BATCH)
 
@@ -69,6 +90,9 @@ OPTIONS: dict[str, Callable[[str], Iterator[Any]]] = {
     "pa_row_group": _pa_row_group,
     "pa_row_group_1thread": lambda p: _pa_row_group(p, threads=False),
     "pa_row_group_nocrc": lambda p: _pa_row_group(p, crc=False),
+    "pa_row_group_mmap": lambda p: _pa_row_group(p, memory_map=True),
+    "pa_row_group_mmap_1thread": lambda p: _pa_row_group(p, memory_map=True, threads=False),
+    "pa_row_group_prebuffer": lambda p: _pa_row_group(p, pre_buffer=True),
     "pa_iter_batches": _pa_iter_batches,
     "pa_read_table": _pa_read_table,
     "polars_batches": _polars_batches,
