@@ -55,3 +55,10 @@ def test_readme_python_blocks_run(sandbox, monkeypatch):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
     assert (sandbox / "out" / "demo-api" / "_SUCCESS").exists()
+
+
+def test_license_is_the_apache_2_text_pyproject_declares():
+    text = (ROOT / "LICENSE").read_text()
+    assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 200  # the full text, not a stub
