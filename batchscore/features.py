@@ -81,7 +81,6 @@ class FeatureAssembler:
         features: Sequence[str],
         *,
         dtype: np.dtype[Any],
-        batch_size: int,
         on_null: OnNull,
         fill_value: float,
         input_name: str = "",
@@ -94,7 +93,7 @@ class FeatureAssembler:
         self.input_name = input_name
         self._count = max(buffers, 1)
         self._next = 0
-        self._allocate(batch_size, dtype)
+        self._allocate(0, dtype)  # sized by the first batch: a large --batch-size costs nothing on small files
         self.null_counts = dict.fromkeys(self.features, 0)
 
     def _allocate(self, rows: int, dtype: np.dtype[Any]) -> None:

@@ -144,10 +144,7 @@ def _score_table(table: pa.Table, model: Model, spec: JobSpec, *, label: str) ->
 def _predict(
     batches: Sequence[pa.RecordBatch], model: Model, plan: FeaturePlan, spec: JobSpec, *, label: str
 ) -> pa.Table:
-    rows = max((b.num_rows for b in batches), default=0)
-    scorer = BatchScorer(
-        model, plan, batch_size=min(spec.batch_size, max(rows, 1)), on_null=spec.on_null, fill_value=spec.fill_value
-    )
+    scorer = BatchScorer(model, plan, on_null=spec.on_null, fill_value=spec.fill_value)
     chunks: list[list[pa.Array]] = [[] for _ in plan.outputs]
     for batch in batches:
         predicted, _ = scorer.score(batch, source=label)
@@ -182,7 +179,7 @@ def _score_path(path: str, model: Model, spec: JobSpec) -> pl.DataFrame:
     files = scan(resolve_inputs([path]))
     plan = plan_features(files, model, spec, keep_features=True)
     schema = plan.output_schema(files[0])
-    scorer = BatchScorer(model, plan, batch_size=spec.batch_size, on_null=spec.on_null, fill_value=spec.fill_value)
+    scorer = BatchScorer(model, plan, on_null=spec.on_null, fill_value=spec.fill_value)
     keep_count = len(plan.keep)
     batches = []
     for file in files:

@@ -22,7 +22,7 @@ from onnx import helper
 
 from batchscore.errors import ModelError
 from batchscore.session import create_session
-from batchscore.spec import Device
+from batchscore.spec import Device, check_model_options
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -62,6 +62,10 @@ class Model:
     """A loaded ONNX model with an onnxruntime session on the chosen device."""
 
     def __init__(self, path: str | os.PathLike[str], *, device: Device = "auto", threads: int | None = None) -> None:
+        check_model_options(device=device, threads=threads)
+        if not isinstance(path, str | os.PathLike):
+            msg = f"model must be the path of an .onnx file, got {type(path).__name__} {path!r}"
+            raise ModelError(msg)
         path = os.fspath(path)
         self.path = path
         if not os.path.isfile(path):

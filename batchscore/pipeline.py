@@ -283,7 +283,6 @@ def _stream(
     scorer = BatchScorer(
         model,
         plan,
-        batch_size=spec.batch_size,
         on_null=spec.on_null,
         fill_value=spec.fill_value,
         buffers=QUEUE_DEPTH + 2 if overlap else 1,

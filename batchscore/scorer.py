@@ -46,15 +46,12 @@ class BatchScorer:
     """
 
     def __init__(
-        self, model: Model, plan: FeaturePlan, *, batch_size: int, on_null: OnNull, fill_value: float, buffers: int = 1
+        self, model: Model, plan: FeaturePlan, *, on_null: OnNull, fill_value: float, buffers: int = 1
     ) -> None:
         self.model = model
         self.plan = plan
         self.call_rows = CPU_CALL_ROWS if model.provider == "CPUExecutionProvider" else None
-        self.assemblers = [
-            _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value, buffers=buffers)
-            for b in plan.inputs
-        ]
+        self.assemblers = [_assembler(b, on_null=on_null, fill_value=fill_value, buffers=buffers) for b in plan.inputs]
 
     @property
     def null_counts(self) -> dict[str, int]:
@@ -116,7 +113,7 @@ def _pad(tensor: np.ndarray, size: int) -> np.ndarray:
 
 
 def _assembler(
-    binding: InputBinding, *, batch_size: int, on_null: OnNull, fill_value: float, buffers: int
+    binding: InputBinding, *, on_null: OnNull, fill_value: float, buffers: int
 ) -> FeatureAssembler | VectorAssembler:
     if binding.vector:
         return VectorAssembler(
@@ -130,7 +127,6 @@ def _assembler(
     return FeatureAssembler(
         binding.columns,
         dtype=binding.dtype,
-        batch_size=batch_size,
         on_null=on_null,
         fill_value=fill_value,
         input_name=binding.name,

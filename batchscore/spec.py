@@ -7,10 +7,11 @@ configures a run, so the two cannot drift.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, NoReturn, get_args
 
 from batchscore.errors import JobSpecError
 
@@ -21,6 +22,8 @@ Mode = Literal["error", "overwrite", "resume"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 
 DEFAULT_BATCH_SIZE = 65536
+MAX_BATCH_SIZE = 1 << 24
+"""16,777,216 rows: far above what any stage gains from, and a bound that turns a typo into a usage error."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +71,7 @@ class JobSpec:
     """The job file this spec came from (lineage only)."""
 
     def __post_init__(self) -> None:
-        _check_choice("device", self.device, Device)
+        self._check_types()
         _check_choice("on_null", self.on_null, OnNull)
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
@@ -80,12 +83,13 @@ class JobSpec:
             raise JobSpecError("no model given: pass --model PATH to an .onnx file")
         if not self.out:
             raise JobSpecError("no output directory given: pass --out DIR")
-        if self.batch_size < 1:
-            msg = f"batch_size must be a positive number of rows, got {self.batch_size}"
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            msg = (
+                f"batch_size must be a positive number of rows up to {MAX_BATCH_SIZE:,}, got {self.batch_size:,}; "
+                f"the default {DEFAULT_BATCH_SIZE:,} suits most models"
+            )
             raise JobSpecError(msg)
-        if self.threads is not None and self.threads < 1:
-            msg = f"threads must be at least 1, got {self.threads}; omit it to use every core"
-            raise JobSpecError(msg)
+        check_model_options(device=self.device, threads=self.threads)
         if not self.prediction_col:
             raise JobSpecError("prediction_col must not be empty")
         if self.model_sha256 is not None and not _SHA256.fullmatch(self.model_sha256):
@@ -126,6 +130,40 @@ class JobSpec:
                 )
                 raise JobSpecError(msg)
 
+    def _check_types(self) -> None:
+        """Each field of the type it declares (paths may be ``os.PathLike``), or a JobSpecError naming it."""
+        for name in ("inputs", "features", "keep", "partition_by"):
+            value = getattr(self, name)
+            if value is None and name != "inputs":
+                continue
+            if isinstance(value, str | os.PathLike):
+                value = (value,)  # one path or column, as score() takes it
+            if not isinstance(value, Sequence) or not all(isinstance(v, str | os.PathLike) for v in value):
+                _wrong_type(name, value, "a list of strings")
+            object.__setattr__(self, name, tuple(os.fspath(v) for v in value))
+        for name in ("model", "out", "report", "job", "prediction_col", "filter", "model_sha256"):
+            value = getattr(self, name)
+            optional = name not in ("model", "out", "prediction_col")
+            if value is None and optional:
+                continue
+            if not isinstance(value, str | os.PathLike) or (name not in _PATHS and not isinstance(value, str)):
+                _wrong_type(name, value, "a string")
+            object.__setattr__(self, name, os.fspath(value))
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool):
+            _wrong_type("batch_size", self.batch_size, "an integer")
+        for name in ("fill_value", "threshold"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                _wrong_type(name, value, "a number")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.with_score, bool):
+            _wrong_type("with_score", self.with_score, "true or false")
+        for name in ("input_columns", "output_columns"):
+            if not isinstance(getattr(self, name), Mapping):
+                _wrong_type(name, getattr(self, name), "a mapping of names")
+
     @property
     def input_map(self) -> dict[str, tuple[str, ...]]:
         """``input_columns`` with every value a tuple of column names."""
@@ -137,6 +175,23 @@ class JobSpec:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
+_PATHS = frozenset({"model", "out", "report", "job"})
+
+
+def _wrong_type(field: str, value: object, expected: str) -> NoReturn:
+    hint = "; write it without quotes" if isinstance(value, str) and expected in ("an integer", "a number") else ""
+    msg = f"{field} must be {expected}, got {type(value).__name__} {value!r}{hint}"
+    raise JobSpecError(msg)
+
+
+def check_model_options(*, device: object, threads: object) -> None:
+    """What a :class:`~batchscore.model.Model` is loaded with: a known device, a positive thread count or None."""
+    _check_choice("device", device, Device)
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)):
+        _wrong_type("threads", threads, "an integer")
+    if threads is not None and threads < 1:
+        msg = f"threads must be at least 1, got {threads}; omit it to use every core"
+        raise JobSpecError(msg)
 
 
 def _check_choice(field: str, value: object, choices: object) -> None:

@@ -66,6 +66,7 @@ def test_quiet_prints_nothing(models, dataset, tmp_path):
     [
         (["--device", "gpu"], ["device must be one of auto|cpu|cuda", "'gpu'"]),  # bad choice
         (["--batch-size", "0"], ["batch_size must be a positive"]),  # nonsense number
+        (["--batch-size", "100000000000"], ["up to 16,777,216, got 100,000,000,000"]),  # a typo, not a MemoryError
         (["--features", "f0,f1", "--keep", "f1"], ["'f1'", "both features and keep"]),  # contradiction
         (["--prediction-col", "id"], ["'id'", "--prediction-col"]),  # output would overwrite a kept column
     ],

@@ -7,7 +7,7 @@ import pytest
 from conftest import direct_run, training_data
 
 from batchscore import Model
-from batchscore.errors import ModelError
+from batchscore.errors import JobSpecError, ModelError
 from batchscore.outputs import output_columns
 
 
@@ -59,6 +59,19 @@ def test_output_whose_first_dimension_is_not_rows_is_an_error(models):
     col = OutputColumn("y", pa.float32(), "y", "value")
     with pytest.raises(ModelError, match=r"model output 'y' has shape \[3\] for a batch of 4 rows"):
         decode_outputs([col], {"y": np.zeros(3, np.float32)}, rows=4, mask=None)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "needle"),
+    [
+        ({"device": "tpu"}, JobSpecError, r"device must be one of auto\|cpu\|cuda, got 'tpu'"),  # not run on the CPU
+        ({"device": "cpu", "threads": 0}, JobSpecError, r"threads must be at least 1, got 0"),
+        ({"device": "cpu", "threads": "2"}, JobSpecError, r"threads must be an integer, got str '2'"),
+    ],
+)
+def test_model_options_are_checked_before_loading(models, options, error, needle):
+    with pytest.raises(error, match=needle):
+        Model(models["logreg"], **options)
 
 
 def test_unloadable_model_names_the_file(tmp_path):
