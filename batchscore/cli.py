@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated, Any
 
 import typer
+from typer._click import Context
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # Typer vendors Click
+from typer.core import TyperArgument, TyperCommand
 
 from batchscore import pipeline
 from batchscore._version import __version__
@@ -36,7 +41,6 @@ app = typer.Typer(
         "4 model unreadable, pin mismatch or device unavailable; 5 output exists, locked or not writable; "
         "1 a bug (the only case with a traceback); 130/143 interrupted, nothing committed."
     ),
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -44,6 +48,31 @@ app = typer.Typer(
 )
 
 LOG_INTERVAL_S = 10.0
+
+
+class _Argument(TyperArgument):
+    """A positional argument shown as its metavar alone: ``INPUT...`` and ``JOB``, not ``{INPUT}... <list[str]>``."""
+
+    def display_type_rich(self, ctx: Context) -> str | None:
+        return None
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+class _Command(TyperCommand):
+    """A Typer command whose positional arguments show their metavars only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
 
 Inputs = Annotated[
     list[str],
@@ -89,8 +118,24 @@ Threshold = Annotated[
     ),
 ]
 WithScore = Annotated[bool, typer.Option("--with-score", help="Add a score column: the predicted class's probability.")]
-OnNull = Annotated[str, typer.Option(metavar="error|fill|skip", help="What to do with nulls in feature columns.")]
-Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.")]
+
+
+def _choices(metavar: str) -> Callable[[], list[str]]:
+    """Shell completion for an option whose metavar lists its values (``error|fill|skip``)."""
+    return lambda: metavar.split("|")
+
+
+OnNull = Annotated[
+    str,
+    typer.Option(
+        metavar="error|fill|skip",
+        help="What to do with nulls in feature columns.",
+        autocompletion=_choices("error|fill|skip"),
+    ),
+]
+Device = Annotated[
+    str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.", autocompletion=_choices("auto|cpu|cuda"))
+]
 Threads = Annotated[int | None, typer.Option(metavar="N", help="onnxruntime threads. Default: one per available core.")]
 BatchSize = Annotated[
     int,
@@ -101,7 +146,12 @@ BatchSize = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 LogFormat = Annotated[
-    str, typer.Option(metavar="text|json", help="Log lines as text, or as JSON objects (for log collectors).")
+    str,
+    typer.Option(
+        metavar="text|json",
+        help="Log lines as text, or as JSON objects (for log collectors).",
+        autocompletion=_choices("text|json"),
+    ),
 ]
 
 
@@ -114,13 +164,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Score Parquet files with an ONNX model into Parquet: fast, atomic, CPU or GPU."""
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Score Parquet files with a model into an output folder.")
 def score(
     inputs: Inputs,
     model: ModelPath,
@@ -140,18 +190,29 @@ def score(
         str | None, typer.Option(metavar="SQL", help="SQL condition on input columns; only matching rows are scored.")
     ] = None,
     prob_format: Annotated[
-        str, typer.Option(metavar="columns|list", help="Probabilities as prob_<label> columns or one list column.")
+        str,
+        typer.Option(
+            metavar="columns|list",
+            autocompletion=_choices("columns|list"),
+            help="Probabilities as prob_<label> columns or one list column.",
+        ),
     ] = "columns",
     prediction_col: Annotated[str, typer.Option(metavar="NAME", help="Name of the prediction column.")] = "prediction",
     mode: Annotated[
         str,
         typer.Option(
             metavar="error|overwrite|resume",
+            autocompletion=_choices("error|overwrite|resume"),
             help="If DIR already holds output: fail, replace it, or keep the parts already scored for these inputs.",
         ),
     ] = "error",
     compression: Annotated[
-        str, typer.Option(metavar="zstd|snappy|gzip|lz4|brotli|none", help="Parquet compression.")
+        str,
+        typer.Option(
+            metavar="zstd|snappy|gzip|lz4|brotli|none",
+            autocompletion=_choices("zstd|snappy|gzip|lz4|brotli|none"),
+            help="Parquet compression.",
+        ),
     ] = "zstd",
     partition_by: Annotated[
         str | None,
@@ -196,7 +257,7 @@ def score(
         _score(spec, quiet=quiet, log_format=log_format)
 
 
-@app.command("run")
+@app.command("run", cls=_Command, short_help="Run a job file (TOML), as cron or Airflow does.")
 def run_job(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job file, a TOML file (see jobs/).")],
     ds: Annotated[
@@ -255,7 +316,7 @@ def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Show a model's inputs and outputs; with --data, the column mapping.")
 def inspect(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The ONNX model file.")],
     data: Annotated[
@@ -432,6 +493,45 @@ class _Progress:
             self.redirect.__exit__(None, None, None)
 
 
-def main() -> None:
-    """Entry point of the ``batchscore`` console script."""
-    app(prog_name="batchscore")
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``batchscore`` console script.
+
+    Click's errors (unknown flag or command, bad or missing value) become the house
+    one-line ``batchscore: error: ...`` (a JSON object under ``--log-format json``), exit 2.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="batchscore", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare `batchscore`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        json_logs = _log_format(args) == "json"
+        try:
+            _Errors(log_format="json" if json_logs else "text")._say(_usage_message(exc), exc.exit_code)
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc: ClickException) -> str:
+    """``batchscore: error: score: no such option: --colour; see 'batchscore score --help'``: one line."""
+    sentences = re.split(r"(?<=[.?!])\s+", " ".join(exc.format_message().split()))
+    text = "; ".join(t.rstrip(".")[:1].lower() + t.rstrip(".")[1:] for t in sentences if t)
+    text = re.sub(r"\(([A-Z])", lambda m: "(" + m.group(1).lower(), text)  # "(Possible options: ...)"
+    ctx = exc.ctx if isinstance(exc, UsageError) else None
+    if ctx is None:
+        return f"batchscore: error: {text}"
+    command = ctx.command_path
+    where = command.removeprefix("batchscore").strip()
+    return f"batchscore: error: {where + ': ' if where else ''}{text}; see '{command} --help'"
+
+
+def _log_format(args: list[str]) -> str:
+    """The ``--log-format`` value in raw arguments, for errors found before they are parsed."""
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--log-format="):
+            return arg.partition("=")[2]
+    return "text"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,10 +80,41 @@ def test_bad_options_exit_2(models, dataset, tmp_path, extra, needles):
     assert visible_output(out) == []
 
 
-def test_unknown_flag_is_usage_error(models, tmp_path):
-    result = cli("score", tmp_path, "--model", models["logreg"], "--out", tmp_path / "o", "--colour", "red")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr and "--colour" in result.stderr
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (  # unknown flag
+            ["score", "in", "-m", "m.onnx", "-o", "out", "--colour", "red"],
+            "score: no such option: --colour (possible options: --out); see 'batchscore score --help'",
+        ),
+        (  # a value of the wrong type
+            ["score", "in", "-m", "m.onnx", "-o", "out", "--batch-size", "many"],
+            "score: invalid value for '--batch-size': ",
+        ),
+        (  # missing required option
+            ["score", "in", "-m", "m.onnx"],
+            "score: missing option '--out' / '-o'; see 'batchscore score --help'",
+        ),
+        (["run"], "run: missing argument 'JOB'; see 'batchscore run --help'"),  # missing argument
+        (["scor", "in"], "no such command 'scor'; did you mean 'score'?; see 'batchscore --help'"),  # unknown command
+        (["score", "in", "--on-null"], "option '--on-null' requires an argument"),  # a flag without its value
+    ],
+)
+def test_command_line_errors_are_one_house_line_exit_2(args, line):
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.splitlines()[0]]  # one line, no usage block
+    assert result.stderr.startswith(f"batchscore: error: {line}")
+    as_json = cli(args[0], "--log-format", "json", *args[1:])  # seen even when parsing stops early
+    assert as_json.returncode == 2 and len(as_json.stderr.splitlines()) == 1
+    error = json.loads(as_json.stderr)
+    assert error["level"] == "ERROR" and error["exit_code"] == 2
+    assert error["message"].startswith(f"batchscore: error: {line}")
+
+
+def test_bare_command_shows_the_help_and_exits_2():
+    result = cli()
+    assert result.returncode == 2 and "Commands:" in result.stderr and "Traceback" not in result.stderr
 
 
 def _garbage(path: Path) -> Path:
@@ -254,8 +286,40 @@ def test_help_documents_the_contract():
     ):
         assert flag in result.stdout
     top = cli("--help")
-    assert "score" in top.stdout and "inspect" in top.stdout
+    # every command's line in the list is a whole sentence, not cut at "Score INPUT..."
+    assert "  score    Score Parquet files with a model into an output folder.\n" in top.stdout
+    assert "  run      Run a job file (TOML), as cron or Airflow does.\n" in top.stdout
+    assert "  inspect  Show a model's inputs and outputs; with --data, the column mapping.\n" in top.stdout
+    assert "--install-completion" in top.stdout  # shell completion is on
     assert cli("--version").stdout.startswith("batchscore ")
+    assert cli("-V").stdout == cli("--version").stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "usage", "argument"),
+    [
+        ("score", "Usage: batchscore score [OPTIONS] INPUT...", "  INPUT...  Parquet files"),
+        ("run", "Usage: batchscore run [OPTIONS] JOB", "  JOB  The job file"),
+        ("inspect", "Usage: batchscore inspect [OPTIONS] MODEL", "  MODEL  The ONNX model file."),
+    ],
+)
+def test_help_shows_metavars_not_python_types(command, usage, argument):
+    text = cli(command, "--help").stdout
+    assert text.startswith(usage + "\n") and argument in text
+    assert not re.search(r"<(str|int|float|bool|list)", text) and "{" not in text.split("Options:")[0]
+
+
+def test_shell_completion_completes_commands_and_choices():
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "_BATCHSCORE_COMPLETE": "complete_bash"}
+        env |= {"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+        command = [sys.executable, "-c", "from batchscore.cli import main; main()"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert complete("batchscore sc") == ["score"]
+    assert complete("batchscore score data --on-null ") == ["error", "fill", "skip"]
 
 
 def test_inspect_shows_model_and_mapping(models, dataset, tmp_path):
