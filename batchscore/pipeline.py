@@ -98,7 +98,7 @@ def prepare(spec: JobSpec) -> Prepared:
     row_filter = RowFilter(spec.filter) if spec.filter else None
     if row_filter is not None:
         for file in files:
-            row_filter.check(file.columns, source=file.path)
+            row_filter.check(file.full_schema, source=file.path)
     if spec.partition_by:
         columns = list(plan.keep) + [o.name for o in plan.outputs]
         unknown = [c for c in spec.partition_by if c not in columns]

@@ -4,6 +4,13 @@ Inputs are resolved to a sorted list of files once, their footers are read up
 front (schema, row counts, null statistics) so that a bad file fails the run
 before the first row is scored, and then each file is streamed in batches of
 the requested columns only.
+
+Hive folders (``.../month=7/ds=2026-11-20/part-0.parquet``) become columns typed
+as DuckDB and Polars type them: ``int64`` when every file's value for that key
+is an integer, ``date32`` when every value is a ``YYYY-MM-DD`` date, ``string``
+otherwise. pyarrow's cast parses the values; a type is chosen only when it
+gives every folder name back unchanged, so ``store=0042`` stays the string
+``"0042"``. ``__HIVE_DEFAULT_PARTITION__`` (how Hive and Spark write a null) is a null.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchscore.errors import InputDataError
@@ -26,6 +34,10 @@ log = logging.getLogger("batchscore")
 _GLOB_CHARS = frozenset("*?[")
 WHOLE_ROW_GROUP_ROWS = 1 << 18
 """Row groups up to this many rows are read whole; larger ones are streamed."""
+STREAM_BUFFER_BYTES = 1 << 20
+"""Read-ahead per column when streaming a large row group: its column chunks are read a page at a time
+through buffers of this size instead of whole, so memory does not grow with the row group."""
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,9 @@ class InputFile:
     schema: pa.Schema
     num_rows: int
     partitions: dict[str, str] = field(default_factory=dict)
-    """Hive-style ``key=value`` folders above the file, as string columns."""
+    """Hive-style ``key=value`` folders above the file: the folder names' values, as written."""
+    partition_types: dict[str, pa.DataType] = field(default_factory=dict)
+    """The type of each partition key, inferred over every input file (string where absent)."""
     null_counts: dict[str, int | None] = field(default_factory=dict)
     """Nulls per column from the row-group statistics; None where unknown."""
     size: int = 0
@@ -48,11 +62,20 @@ class InputFile:
         names: list[str] = self.schema.names
         return names + [k for k in self.partitions if k not in names]
 
+    @property
+    def full_schema(self) -> pa.Schema:
+        """The schema of :attr:`columns`: the file's fields, then its typed partition keys."""
+        return pa.schema([self.field(name) for name in self.columns])
+
     def field(self, name: str) -> pa.Field:
-        """The type of a column, partition keys being strings."""
+        """The type of a column, partition keys included."""
         if name in self.schema.names:
             return self.schema.field(name)
-        return pa.field(name, pa.string())
+        return pa.field(name, self.partition_types.get(name, pa.string()))
+
+    def partition_value(self, name: str) -> pa.Scalar:
+        """A partition key's value in this file, of its inferred type."""
+        return _typed(self.partitions[name], self.field(name).type)
 
 
 def resolve_inputs(inputs: Sequence[str]) -> list[str]:
@@ -118,10 +141,44 @@ def hive_partitions(path: str) -> dict[str, str]:
     return parts
 
 
+def partition_types(partitions: Sequence[dict[str, str]]) -> dict[str, pa.DataType]:
+    """Each hive key's type over all files' values: int64, else date32, else string (see the module doc)."""
+    values: dict[str, list[str]] = {}
+    for folders in partitions:
+        for key, value in folders.items():
+            if value != HIVE_NULL:
+                values.setdefault(key, []).append(value)
+    types = {key: pa.string() for folders in partitions for key in folders}
+    for key, seen in values.items():
+        for candidate in (pa.int64(), pa.date32()):
+            if _parses_back(seen, candidate):
+                types[key] = candidate
+                break
+    return types
+
+
+def _parses_back(values: list[str], dtype: pa.DataType) -> bool:
+    """True when pyarrow parses every value as ``dtype`` and prints each back unchanged."""
+    strings = pa.array(values, pa.string())
+    try:
+        parsed = pc.cast(strings, dtype)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return bool(pc.all(pc.equal(pc.cast(parsed, pa.string()), strings)).as_py())
+
+
+def _typed(value: str, dtype: pa.DataType) -> pa.Scalar:
+    if value == HIVE_NULL:
+        return pa.scalar(None, dtype)
+    return pc.cast(pa.scalar(value, pa.string()), dtype)
+
+
 def scan(paths: Sequence[str]) -> list[InputFile]:
-    """Read each file's footer: schema, row count, null statistics."""
+    """Read each file's footer: schema, row count, null statistics; type the hive keys over all of them."""
     files = []
-    for path in paths:
+    folders = [hive_partitions(path) for path in paths]
+    types = partition_types(folders)
+    for path, partitions in zip(paths, folders, strict=True):
         try:
             pf = pq.ParquetFile(path)
             meta = pf.metadata
@@ -129,13 +186,21 @@ def scan(paths: Sequence[str]) -> list[InputFile]:
         except (OSError, pa.ArrowException) as exc:
             msg = f"cannot read Parquet file {path}: {_one_line(exc)}; check that it is a complete Parquet file"
             raise InputDataError(msg) from exc
+        twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
+        if twice:
+            msg = (
+                f"Parquet file {path} has column name(s) {', '.join(map(repr, twice))} more than once; "
+                "batchscore needs unique column names: rename the duplicates where the file is written"
+            )
+            raise InputDataError(msg)
         stat = os.stat(path)
         files.append(
             InputFile(
                 path=path,
                 schema=schema,
                 num_rows=meta.num_rows,
-                partitions=hive_partitions(path),
+                partitions=partitions,
+                partition_types={k: types[k] for k in partitions},
                 null_counts=_null_counts(meta),
                 size=stat.st_size,
                 mtime_ns=stat.st_mtime_ns,
@@ -170,17 +235,20 @@ def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) ->
     wanted = list(columns)
     in_file = [c for c in wanted if c in file.schema.names]
     try:
-        pf = pq.ParquetFile(file.path)
         if file.num_rows == 0:
             return
-        meta = pf.metadata
+        meta = pq.read_metadata(file.path)
         largest = max(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
         if largest <= max(WHOLE_ROW_GROUP_ROWS, batch_size):
+            pf = pq.ParquetFile(file.path, metadata=meta)
             for group in range(meta.num_row_groups):
                 table = pf.read_row_group(group, columns=in_file, use_threads=True)
                 for batch in table.to_batches(max_chunksize=batch_size):
                     yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
         else:
+            # A buffered stream reads each column chunk a page at a time: without it (buffer_size=0)
+            # pyarrow loads whole column chunks, and a 15M-row group costs its full compressed size.
+            pf = pq.ParquetFile(file.path, metadata=meta, buffer_size=STREAM_BUFFER_BYTES, pre_buffer=False)
             for batch in pf.iter_batches(batch_size=batch_size, columns=in_file, use_threads=True):
                 yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
     except (OSError, pa.ArrowException) as exc:
@@ -194,7 +262,7 @@ def _with_partitions(batch: pa.RecordBatch, file: InputFile, wanted: list[str]) 
         if name in file.schema.names:
             arrays.append(batch.column(name))
         else:
-            arrays.append(pa.repeat(pa.scalar(file.partitions[name], pa.string()), batch.num_rows))
+            arrays.append(pa.repeat(file.partition_value(name), batch.num_rows))
     return pa.RecordBatch.from_arrays(arrays, names=wanted)
 
 

@@ -139,6 +139,8 @@ def _file_with_column(tmp_path: Path, name: str, array: pa.Array) -> Path:
         ("string_feature", ["--features", ",".join([*FEATURES[:5], "segment"])], ["'segment'", "must be numeric"]),
         ("count", ["--features", ",".join(FEATURES[:5])], ["wants 6 features", "has 5"]),
         ("nulls", [], ["'f3' has 1 null value(s)", "--on-null"]),
+        ("duplicate", [], ["dup.parquet has column name(s) 'f1' more than once", "rename the duplicates"]),
+        ("filter_type", ["--filter", "segment > 3"], ["cannot be evaluated", "segment is string"]),  # before a row
     ],
 )
 def test_bad_data_exits_3(models, dataset, tmp_path, case, extra, needles):
@@ -155,6 +157,10 @@ def test_bad_data_exits_3(models, dataset, tmp_path, case, extra, needles):
         values = [1.0] * 20
         values[7] = None
         source = _file_with_column(tmp_path, "f3", pa.array(values, pa.float64()))
+    elif case == "duplicate":
+        table = make_table(5)
+        source = tmp_path / "dup.parquet"
+        pq.write_table(pa.Table.from_arrays(table.columns, names=[*table.column_names[:-1], "f1"]), source)
     else:
         source = dataset(files=1, rows=20)[0]
     keep = [] if "--features" in extra else ["--keep", KEEP]

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import batchscore
 from batchscore import JobSpec, NullValuesError
+from batchscore.reader import resolve_inputs, scan
 
 
 def score(inputs: list[Path] | Path, model: Path, out: Path, **options: object) -> batchscore.RunReport:
@@ -128,7 +129,7 @@ def test_rows_out_equal_rows_in_whatever_the_batching(models, tmp_path_factory, 
         np.testing.assert_allclose(got["prob_0"].to_numpy(), want[:, 0], rtol=1e-5, atol=1e-7)
 
 
-def test_hive_partition_folders_become_string_columns(models, tmp_path):
+def test_hive_partition_folders_become_typed_columns(models, tmp_path):
     write_files(tmp_path / "in" / "ds=2026-11-20" / "region=eu", [make_table(100, seed=1)])
     write_files(tmp_path / "in" / "ds=2026-11-21" / "region=us", [make_table(50, seed=2)])
     spec = JobSpec(
@@ -138,9 +139,54 @@ def test_hive_partition_folders_become_string_columns(models, tmp_path):
     got = read_out(tmp_path / "out")
     assert report.keep == ["id", "segment", "ds", "region"]
     assert report.features == FEATURES
-    assert got.schema.field("ds").type == pa.string()
-    assert got["ds"].to_pylist() == ["2026-11-20"] * 100 + ["2026-11-21"] * 50
+    assert got.schema.field("ds").type == pa.date32() and got.schema.field("region").type == pa.string()
+    assert [d.isoformat() for d in got["ds"].to_pylist()] == ["2026-11-20"] * 100 + ["2026-11-21"] * 50
     assert got["region"].to_pylist() == ["eu"] * 100 + ["us"] * 50
+
+
+def test_typed_partitions_are_the_same_in_filter_features_and_output(models, tmp_path):
+    """month=7 is a number when read, filtered (month = 7), fed to the model and written back as a folder."""
+    for month, seed in ((7, 1), (12, 2)):
+        table = make_table(40, seed=seed).drop_columns(["f5"])
+        write_files(tmp_path / "in" / f"month={month}" / "ds=2026-11-20", [table])
+    spec = JobSpec(
+        inputs=(str(tmp_path / "in"),),
+        model=str(models["regressor"]),
+        out=str(tmp_path / "out"),
+        features=(*FEATURES[:5], "month"),  # a folder value feeding a float input
+        keep=("id", "ds"),
+        filter="month = 7 AND ds = DATE '2026-11-20'",
+        partition_by=("ds",),
+    )
+    report = batchscore.run(spec)
+    assert report.rows_written == 40 and report.rows_filtered == 40
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("_")) == ["ds=2026-11-20"]
+    (day,) = scan(resolve_inputs([str(tmp_path / "out")]))  # read back: the folder is a date again
+    assert day.full_schema.field("ds").type == pa.date32()
+    got = pq.read_table(day.path)
+    x = pq.read_table(tmp_path / "in" / "month=7" / "ds=2026-11-20" / "part-0.parquet")
+    matrix = np.column_stack([*(x[c].to_numpy() for c in FEATURES[:5]), np.full(40, 7.0)]).astype(np.float32)
+    np.testing.assert_allclose(got["prediction"].to_numpy(), direct_run(models["regressor"], matrix)[0].ravel())
+
+
+def test_a_filter_that_removes_a_whole_file_leaves_an_empty_part(models, tmp_path):
+    """One part per input file, even an empty one (0 rows, the full schema): resume knows the file is done,
+    and every engine reads it as no rows. With partition_by it leaves no file at all."""
+    files = write_files(tmp_path / "in", [make_table(30, seed=1), make_table(30, seed=2, start_id=100)])
+    report = score(files, models["logreg"], tmp_path / "out", filter="id >= 100")
+    assert report.rows_written == 30 and report.rows_filtered == 30
+    parts = sorted((tmp_path / "out").glob("*.parquet"))
+    assert [pq.read_metadata(p).num_rows for p in parts] == [0, 30]
+    assert pq.read_schema(parts[0]).names == ["id", "segment", "prediction", "prob_0", "prob_1", "prob_2"]
+    import duckdb
+    import polars as pl
+
+    assert pl.read_parquet(tmp_path / "out" / "*.parquet")["id"].to_list() == list(range(100, 130))
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/out/*.parquet')").fetchall() == [(30,)]
+    split = score(files, models["logreg"], tmp_path / "split", filter="id >= 100", partition_by=("segment",))
+    assert split.rows_written == 30 and (tmp_path / "split" / "_SUCCESS").exists()
+    written = sorted(p.name for p in (tmp_path / "split").glob("*/*.parquet"))
+    assert written and all(name.startswith("part-00001-") for name in written)
 
 
 def _with_nulls(tmp_path: Path) -> Path:
