@@ -154,7 +154,7 @@ def plan_features(
     clashes = [o.name for o in outputs if o.name in keep]
     if clashes:
         msg = (
-            f"output column(s) {', '.join(map(repr, clashes))} would overwrite input column(s) of the same name; "
+            f"output column(s) {_quoted(clashes)} would overwrite input column(s) of the same name; "
             "pass --prediction-col NAME or --output NAME=COLUMN, or leave them out of --keep"
         )
         raise JobSpecError(msg)
@@ -179,13 +179,13 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
     unknown = [n for n in given if n not in names]
     if unknown:
         msg = (
-            f"--input names {', '.join(map(repr, unknown))}, but model {model.path} has no such input "
-            f"(its inputs: {', '.join(names)}); use the names `batchscore inspect` shows"
+            f"--input names {_quoted(unknown)}, but model {model.path} has no such input "
+            f"(its inputs: {_short_list(names)}); use the names `batchscore inspect` shows"
         )
         raise JobSpecError(msg)
     if spec.features is not None and len(inputs) > 1:
         msg = (
-            f"--features feeds a single-input model, but {model.path} has {len(inputs)} inputs ({', '.join(names)}); "
+            f"--features feeds a single-input model, but {model.path} has {len(inputs)} inputs ({_short_list(names)}); "
             "map them with --input NAME=COLUMN[,COLUMN...] (inputs not named take the column of their own name)"
         )
         raise JobSpecError(msg)
@@ -205,7 +205,7 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
             columns, origin = tuple(numeric), "auto"
             if not columns:
                 msg = (
-                    f"no numeric feature column found in {first.path} (columns: {', '.join(first.columns)}); "
+                    f"no numeric feature column found in {first.path} (columns: {_short_list(first.columns)}); "
                     "pass --features"
                 )
                 raise SchemaMismatchError(msg)
@@ -216,7 +216,7 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
         bindings.append(InputBinding(info, tuple(columns), vector=vector, origin=origin))
     if missing:
         msg = (
-            f"model input(s) {', '.join(map(repr, missing))} have no column of the same name in {first.path} "
+            f"model input(s) {_quoted(missing)} have no column of the same name in {first.path} "
             f"(it has: {_short_list(first.columns)}); pass --input NAME=COLUMN for each"
         )
         raise SchemaMismatchError(msg)
@@ -244,7 +244,7 @@ def _check_file(file: InputFile, first: InputFile, bindings: Sequence[InputBindi
         missing = [c for c in binding.columns if c not in available]
         if missing:
             msg = (
-                f"feature column(s) {', '.join(map(repr, missing))} not found in {file.path} "
+                f"feature column(s) {_quoted(missing)} not found in {file.path} "
                 f"(it has: {_short_list(available)}) for model input {binding.name!r}; fix the column list or the input"
             )
             raise SchemaMismatchError(msg)
@@ -253,7 +253,7 @@ def _check_file(file: InputFile, first: InputFile, bindings: Sequence[InputBindi
     missing = [c for c in keep if c not in available]
     if missing:
         msg = (
-            f"keep column(s) {', '.join(map(repr, missing))} not found in {file.path} "
+            f"keep column(s) {_quoted(missing)} not found in {file.path} "
             f"(it has: {_short_list(available)}); fix the column list or the input"
         )
         raise SchemaMismatchError(msg)
@@ -314,13 +314,13 @@ def _check_width(binding: InputBinding, first: InputFile) -> None:
     if binding.rank == 1 and count != 1:
         msg = (
             f"model input {binding.info.describe()} takes one value per row, but {count} columns "
-            f"({', '.join(binding.columns)}) would feed it; map exactly one column with --input {binding.name}=COLUMN"
+            f"({_short_list(binding.columns)}) would feed it; map exactly one column with --input {binding.name}=COLUMN"
         )
         raise SchemaMismatchError(msg)
     want = binding.width
     if want is None or count == want:
         return
-    listed = ", ".join(binding.columns)
+    listed = _short_list(binding.columns)
     where, fix = {
         "--features": ("the --features list has", "pass --features with exactly the model's columns in training order"),
         "--input": (f"--input {binding.name}= lists", f"list exactly {want} columns in --input {binding.name}=..."),
@@ -350,15 +350,21 @@ def _check_fill_value(binding: InputBinding, fill_value: float) -> None:
         raise JobSpecError(msg)
 
 
-def _short_list(names: Sequence[str], limit: int = 12) -> str:
+def _short_list(names: Sequence[str], limit: int = 8) -> str:
+    """The first few names and how many more: a 2,000-column table gives a line, not 14 KB."""
     shown = ", ".join(names[:limit])
     return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _quoted(names: Sequence[str], limit: int = 8) -> str:
+    return _short_list([repr(n) for n in names], limit)
 
 
 def _auto_fix(columns: Sequence[str], extra: int) -> str:
     """The fix for a feature count found by taking every numeric column: name the id-like ones when they explain it."""
     ids = [c for c in columns if c.lower() == "id" or c.lower().endswith(("_id", "id_", "_key"))]
     if extra > 0 and len(ids) == extra:
-        named = ", ".join(map(repr, ids))
-        return f"{named} look(s) like ids: pass --keep {','.join(ids)} (and any other passthrough columns)"
+        if len(ids) > 8:
+            return f"{len(ids)} columns look like ids ({_quoted(ids)}): pass them with --keep, or --features"
+        return f"{_quoted(ids)} look(s) like ids: pass --keep {','.join(ids)} (and any other passthrough columns)"
     return "pass --keep with the id and other non-feature numeric columns, or --features with the model's columns"

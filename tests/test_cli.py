@@ -385,11 +385,12 @@ def test_run_refuses_a_model_that_is_not_the_pinned_one(tmp_path):
         ("[output]\npath = 'o'\nmod = 'overwrite'\n", ["unknown key 'output.mod'", "did you mean 'mode'"]),  # typo
         ("[run]\nbatch_size = '10'\n", ["'run.batch_size' must be an integer"]),  # wrong type
         ("[model]\npath = 'm.onnx'\n", ["missing required key(s) 'input.paths', 'output.path'"]),  # incomplete
+        ("# r\u00e9sum\u00e9 in Latin-1\n[model]\n", ["not UTF-8 text (byte 0xe9 at offset 3)", "save it as UTF-8"]),
     ],
 )
 def test_run_bad_job_file_exits_2_naming_file_and_key(tmp_path, text, needles):
     job = tmp_path / "bad.toml"
-    job.write_text(text)
+    job.write_bytes(text.encode("latin-1"))
     assert_clean_error(cli("run", job), 2, str(job), *needles)
 
 
