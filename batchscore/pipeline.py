@@ -25,12 +25,12 @@ import pyarrow as pa
 from batchscore import manifest
 from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
-from batchscore.errors import JobSpecError, ModelError
+from batchscore.errors import JobSpecError, ModelError, OutputError
 from batchscore.lock import LOCK, read_owner
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
-from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
+from batchscore.report import Progress, ProgressCallback, RunReport, check_report_path, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
@@ -87,6 +87,8 @@ class Prepared:
 def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
     files = scan(resolve_inputs(spec.inputs))
+    if spec.report:
+        check_report_path(spec.report)
     model = Model(spec.model, device=spec.device, threads=spec.threads)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
         msg = (
@@ -182,7 +184,10 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
-        write_report(report, spec.report)
+        try:
+            write_report(report, spec.report)
+        except OutputError as exc:  # the output is committed: a lost report must not fail the run, nor its retries
+            log.error("the output is committed, but the report is not: %s", exc)
     return report
 
 

@@ -68,6 +68,23 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def check_report_path(path: str) -> None:
+    """Raise before the first row if the report could not be written: a folder on its path is a file,
+    the path is a folder, or the nearest existing folder is not writable (read-only mount, permissions)."""
+    if os.path.isdir(path):
+        msg = f"cannot write report {path}: it is a folder; pass --report with a file name, e.g. {path}/report.json"
+        raise OutputError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        msg = f"cannot write report {path}: {folder} is a file, not a folder; pass --report with another path"
+        raise OutputError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"cannot write report {path}: folder {folder} is not writable; pass --report with a writable path"
+        raise OutputError(msg)
+
+
 def write_report(report: RunReport, path: str) -> None:
     """Write the report as JSON, atomically."""
     tmp = f"{path}.tmp-{os.getpid()}"

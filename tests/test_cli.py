@@ -220,6 +220,29 @@ def test_output_path_is_a_file_exits_5(models, dataset, tmp_path):
     assert_clean_error(result, 5, "is a file")
 
 
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ("under_a_file", "notes.txt is a file, not a folder"),  # a folder on the path is a file
+        ("a_folder", "it is a folder; pass --report with a file name"),
+    ],
+)
+def test_an_unwritable_report_fails_before_the_first_row_and_in_dry_run(models, dataset, tmp_path, where, needle):
+    dataset(files=1, rows=10)
+    (tmp_path / "notes.txt").write_text("x")
+    report = tmp_path / "notes.txt" / "r.json" if where == "under_a_file" else tmp_path / "in"
+    out = tmp_path / "out"
+    result = cli("score", tmp_path / "in", "-m", models["logreg"], "-o", out, "--keep", KEEP, "--report", report)
+    assert_clean_error(result, 5, f"cannot write report {report}", needle)
+    assert not out.exists()  # nothing scored, nothing committed: a retry after the fix starts clean
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[model]\npath = "{models["logreg"]}"\n[input]\npaths = "in"\nkeep = ["id", "segment"]\n'
+        f'[output]\npath = "out"\nreport = "{report}"\n'
+    )
+    assert_clean_error(cli("run", job, "--dry-run"), 5, f"cannot write report {report}", needle)
+
+
 def test_overwrite_replaces_old_output(models, dataset, tmp_path):
     dataset(files=3, rows=10)
     base = ["--model", models["logreg"], "--out", tmp_path / "out", "--keep", KEEP]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +267,41 @@ def test_report_file_and_footer_metadata(models, dataset, tmp_path):
     assert meta["provider"] == "CPUExecutionProvider"
     assert meta["features"] == FEATURES
     assert meta["run_id"] == report.run_id
+
+
+def test_a_report_lost_after_the_commit_does_not_fail_the_run(models, dataset, tmp_path, caplog, monkeypatch):
+    """The output is committed before the report is written: a report that cannot be written then is an error
+    line, not a failed run that every retry fails again."""
+    monkeypatch.setattr(logging.getLogger("batchscore"), "propagate", True)  # an in-process CLI run may have cut it
+    dataset(files=1, rows=50)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def folder_becomes_a_file(progress: batchscore.Progress) -> None:  # passes the check, fails the write
+        if reports.is_dir():
+            reports.rmdir()
+            reports.write_text("not a folder any more")
+
+    spec = JobSpec(
+        inputs=(str(tmp_path / "in"),),
+        model=str(models["logreg"]),
+        out=str(tmp_path / "out"),
+        keep=("id", "segment"),
+        report=str(reports / "r.json"),
+    )
+    report = batchscore.run(spec, progress=folder_becomes_a_file)
+    assert report.rows_written == 50 and (tmp_path / "out" / "_SUCCESS").exists()
+    assert "the output is committed, but the report is not: cannot write report" in caplog.text
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into any folder")
+def test_an_unwritable_report_folder_fails_before_the_first_row(models, dataset, tmp_path):
+    dataset(files=1, rows=10)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(batchscore.OutputError, match=r"folder .*locked is not writable"):
+        score(tmp_path / "in", models["logreg"], tmp_path / "out", report=str(locked / "r.json"))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("call_rows", [100, 333, 1000])  # even, ragged, and one call per batch
