@@ -185,7 +185,14 @@ def score(
     device: Device = "auto",
     threads: Threads = None,
     on_null: OnNull = "error",
-    fill_value: Annotated[float, typer.Option(metavar="X", help="Value for nulls with --on-null fill.")] = 0.0,
+    fill_value: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X",
+            help="Value for nulls with --on-null fill (nan allowed). Default: NaN for inputs the model imputes "
+            "itself (an Imputer reads them), 0 otherwise.",
+        ),
+    ] = None,
     filter: Annotated[
         str | None, typer.Option(metavar="SQL", help="SQL condition on input columns; only matching rows are scored.")
     ] = None,

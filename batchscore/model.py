@@ -9,6 +9,7 @@ class labels come from the classifier node's attributes.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ class Model:
         self.class_labels = _class_labels(proto)
         self.zipmap_removed = _remove_zipmap(proto)
         self.inputs = [_tensor_info(v) for v in _graph_inputs(proto)]
+        self.imputed_inputs = _imputed_inputs(proto)
+        """Inputs the model imputes itself: an ``Imputer`` node replacing NaN reads them (skl2onnx's SimpleImputer).
+        Nulls reach them as NaN with ``on_null="fill"`` and no fill value."""
         self.outputs = [_tensor_info(v) for v in proto.graph.output]
         self.kind = self._classify()
         model_source: str | bytes = path
@@ -187,6 +191,7 @@ class Model:
             "inputs": [i.describe() for i in self.inputs],
             "outputs": [o.describe() for o in self.outputs],
             "class_labels": self.class_labels,
+            "imputes_nan": sorted(self.imputed_inputs),
             "zipmap_removed": self.zipmap_removed,
             "provider": self.provider,
         }
@@ -195,6 +200,32 @@ class Model:
 def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     initializers = {i.name for i in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def _imputed_inputs(proto: onnx.ModelProto) -> frozenset[str]:
+    """Graph inputs whose values flow into an ``Imputer`` that replaces NaN, through any nodes (Concat, Cast...)."""
+    graph_inputs = {i.name for i in _graph_inputs(proto)}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    found: set[str] = set()
+    for node in proto.graph.node:
+        if node.op_type != "Imputer":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        replaced = attrs.get("replaced_value_float", 0.0)  # the ONNX default: then NaN is not what it replaces
+        if not (isinstance(replaced, float) and math.isnan(replaced)):
+            continue
+        seen: set[str] = set()
+        stack = list(node.input)
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in graph_inputs:
+                found.add(name)
+            elif name in producers:
+                stack.extend(producers[name].input)
+    return frozenset(found)
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:

@@ -45,7 +45,9 @@ class JobSpec:
     threads: int | None = None
     """onnxruntime intra-op threads; None: one per available core."""
     on_null: OnNull = "error"
-    fill_value: float = 0.0
+    fill_value: float | None = None
+    """Value for nulls with ``on_null="fill"``. None: NaN for float inputs the model imputes itself (an ONNX
+    ``Imputer`` reads them, as skl2onnx writes a SimpleImputer), 0 for other numeric inputs; strings get ``""``."""
     prob_format: ProbFormat = "columns"
     prediction_col: str = "prediction"
     input_columns: Mapping[str, str | Sequence[str]] = field(default_factory=dict, hash=False)

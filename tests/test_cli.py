@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, ROOT, make_table, mixed_table, write_files
+from conftest import FEATURES, ROOT, imputing_feeds, imputing_table, make_table, mixed_table, run_feeds, write_files
 
 KEEP = "id,segment"
 
@@ -485,3 +485,32 @@ def test_sigterm_cleans_up_and_exits_143(models, tmp_path):
     assert "Traceback" not in stderr
     assert visible_output(out) == []
     assert list(out.glob("_staging-*")) == []
+
+
+def test_nulls_into_a_model_that_imputes_them(imputing_model, tmp_path):
+    """skl2onnx's SimpleImputer is trained to replace NaN: nulls must reach it as NaN, never silently as 0."""
+    import numpy as np
+
+    table = imputing_table(200, seed=8)
+    pq.write_table(table, tmp_path / "in.parquet")
+    nulls = table["a"].null_count
+    base = ["score", tmp_path / "in.parquet", "-m", imputing_model, "--keep", "id"]
+    refused = cli(*base, "-o", tmp_path / "refused")
+    assert refused.returncode == 3 and "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"batchscore: error: feature column 'a' has {nulls} null value(s) in {tmp_path / 'in.parquet'}; "
+        "model input 'a' imputes missing values itself (an Imputer node reads it): "
+        "pass --on-null fill and they reach it as NaN"
+    )
+    filled = cli(*base, "-o", tmp_path / "nan", "--on-null", "fill")
+    assert filled.returncode == 0, filled.stderr
+    got = pq.read_table(tmp_path / "nan")
+    labels, probs = run_feeds(imputing_model, imputing_feeds(table, np.nan))
+    assert got["prediction"].to_pylist() == labels.tolist()
+    np.testing.assert_array_equal(got["prob_1"].to_numpy(), probs[:, 1])
+    zero = cli(*base, "-o", tmp_path / "zero", "--on-null", "fill", "--fill-value", "0")  # asked for: done, with a word
+    assert zero.returncode == 0, zero.stderr
+    assert "model input 'a' imputes missing values itself, but --fill-value 0.0 replaces nulls" in zero.stderr
+    _, zero_probs = run_feeds(imputing_model, imputing_feeds(table, 0.0))
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "zero")["prob_1"].to_numpy(), zero_probs[:, 1])
+    assert not np.array_equal(zero_probs, probs)

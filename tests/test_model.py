@@ -139,3 +139,18 @@ def test_threshold_and_score_decode(tmp_path):
 def test_fixed_batch_dimension(models, helper_models):
     assert Model(str(helper_models["fixed4"]), device="cpu").batch_dim == 4
     assert Model(str(models["logreg"]), device="cpu").batch_dim is None
+
+
+def test_inputs_an_imputer_reads_are_found(models, imputing_model, tmp_path):
+    """skl2onnx writes SimpleImputer as an Imputer node replacing NaN; the inputs that flow into it impute NaN."""
+    assert Model(imputing_model, device="cpu").imputed_inputs == {"a", "b"}  # through a Concat; not c or n
+    assert Model(imputing_model, device="cpu").describe()["imputes_nan"] == ["a", "b"]
+    assert Model(models["logreg"], device="cpu").imputed_inputs == frozenset()
+    from skl2onnx import to_onnx
+    from sklearn.impute import SimpleImputer
+
+    x, _ = training_data(rows=50)
+    sentinel = SimpleImputer(missing_values=-1.0).fit(x)  # replaces -1, not NaN: a null is not what it imputes
+    path = tmp_path / "sentinel.onnx"
+    path.write_bytes(to_onnx(sentinel, x[:1]).SerializeToString())
+    assert Model(path, device="cpu").imputed_inputs == frozenset()
