@@ -368,6 +368,16 @@ def test_inspect_shows_model_and_mapping(models, dataset, tmp_path):
     assert_clean_error(bad, 3, "wants 6 features", "id, f0", "'id' look(s) like ids: pass --keep id")
 
 
+def test_a_2000_column_table_gives_one_short_error_line(models, tmp_path):
+    import numpy as np
+
+    zeros = pa.array(np.zeros(3))
+    pq.write_table(pa.table({f"c{i:04d}": zeros for i in range(2000)}), tmp_path / "wide.parquet")
+    result = cli("inspect", models["logreg"], "--data", tmp_path / "wide.parquet")
+    assert_clean_error(result, 3, "wants 6 features, but the data has 2000 numeric feature columns", "... 1992 more")
+    assert len(result.stderr) < 600
+
+
 NIGHTLY = ROOT / "jobs" / "nightly_example.toml"
 
 
