@@ -9,6 +9,7 @@ class labels come from the classifier node's attributes.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import threading
@@ -88,6 +89,9 @@ class Model:
         """Inputs the model imputes itself: an ``Imputer`` node replacing NaN reads them (skl2onnx's SimpleImputer).
         Nulls reach them as NaN with ``on_null="fill"`` and no fill value."""
         self.outputs = [_tensor_info(v) for v in proto.graph.output]
+        self.feature_names = _feature_names(proto)
+        """The column names the model was trained on, in order, when its exporter stored them
+        (``metadata_props`` key ``feature_names``: a JSON list or comma-separated names)."""
         self.kind = self._classify()
         model_source: str | bytes = path
         if self.zipmap_removed:
@@ -284,3 +288,20 @@ def _remove_zipmap(proto: onnx.ModelProto) -> bool:
         )
         removed = True
     return removed
+
+
+FEATURE_NAMES_KEY = "feature_names"
+
+
+def _feature_names(proto: Any) -> tuple[str, ...] | None:
+    for prop in proto.metadata_props:
+        if prop.key != FEATURE_NAMES_KEY:
+            continue
+        text = prop.value.strip()
+        try:
+            names = json.loads(text) if text.startswith("[") else [n.strip() for n in text.split(",")]
+        except ValueError:
+            return None
+        if isinstance(names, list) and names and all(isinstance(n, str) and n for n in names):
+            return tuple(names)
+    return None

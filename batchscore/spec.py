@@ -71,6 +71,9 @@ class JobSpec:
     """Path of a JSON run report to write, if any."""
     job: str | None = None
     """The job file this spec came from (lineage only)."""
+    history: str | None = None
+    """A glob of this job's earlier outputs (its output path with the date as ``*``), set by job files: an
+    inferred feature order is checked against what they were scored with."""
 
     def __post_init__(self) -> None:
         self._check_types()
