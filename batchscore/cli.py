@@ -2,8 +2,8 @@
 
 Exit codes: 0 ok; 2 usage or bad option; 3 input missing, unreadable or not
 fitting the model; 4 model unreadable or device unavailable; 5 output exists or
-cannot be written; 1 an unexpected bug (the only case with a traceback);
-130/143 interrupted.
+cannot be written; 6 drift over the limits with on_drift=fail (output committed);
+1 an unexpected bug (the only case with a traceback); 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError
 from batchscore.jobfile import load_job
 from batchscore.report import Progress, ProgressCallback
-from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, parse_assignments, split_columns
+from batchscore.spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NULL_RATE_CHANGE,
+    DEFAULT_MAX_PSI,
+    JobSpec,
+    parse_assignments,
+    split_columns,
+)
 
 log = logging.getLogger("batchscore")
 
@@ -38,6 +45,7 @@ app = typer.Typer(
     epilog=(
         "Exit codes: 0 ok; 2 usage, bad option or job file; 3 input missing, unreadable or not fitting the model; "
         "4 model unreadable, pin mismatch or device unavailable; 5 output exists, locked or not writable; "
+        "6 drift over the limits with --on-drift fail (output committed); "
         "1 a bug (the only case with a traceback); 130/143 interrupted, nothing committed."
     ),
     no_args_is_help=True,
@@ -152,6 +160,33 @@ LogFormat = Annotated[
         autocompletion=_choices("text|json"),
     ),
 ]
+Reference = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PATH",
+        help="Compare this run's data and predictions with an earlier output folder or saved summary "
+        "(PSI, null rates, categories); a missing one is a warning.",
+    ),
+]
+MaxPsi = Annotated[
+    float | None,
+    typer.Option(metavar="X", help=f"Drift: a column whose PSI exceeds X (default {DEFAULT_MAX_PSI:g}) has drifted."),
+]
+MaxNullRateChange = Annotated[
+    float | None,
+    typer.Option(
+        metavar="X",
+        help=f"Drift: a null rate moving by more than X (default {DEFAULT_MAX_NULL_RATE_CHANGE:g} = 10 points).",
+    ),
+]
+OnDrift = Annotated[
+    str | None,
+    typer.Option(
+        metavar="warn|fail",
+        help="Drift over the limits: log a warning (default), or exit 6 after committing.",
+        autocompletion=_choices("warn|fail"),
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -229,6 +264,13 @@ def score(
         typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
     report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
+    reference: Reference = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    on_drift: OnDrift = None,
+    summary: Annotated[
+        bool, typer.Option("--summary/--no-summary", help="Write DIR/_batchscore_summary.json (per-column statistics).")
+    ] = True,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -259,6 +301,8 @@ def score(
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
+            summary=summary,
+            **_drift_options(reference, max_psi, max_null_rate_change, on_drift),
         )
         _score(spec, quiet=quiet, log_format=log_format)
 
@@ -284,6 +328,10 @@ def run_job(
         bool,
         typer.Option("--dry-run", help="Check inputs, model, pin, mapping and output; print the plan; score nothing."),
     ] = False,
+    reference: Reference = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    on_drift: OnDrift = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -292,11 +340,27 @@ def run_job(
     _setup_logging(quiet=quiet, verbose=verbose, log_format=log_format)
     with _Errors(log_format=log_format):
         spec = load_job(job, ds=ds, overrides=overrides or ())
+        drift_flags = _drift_options(reference, max_psi, max_null_rate_change, on_drift)
+        if drift_flags:  # the flags win over the job file's [drift] keys
+            spec = spec.replace(**drift_flags)
         if dry_run:
             plan = pipeline.dry_run(spec)
             typer.echo(json.dumps(plan, indent=2) if log_format == "json" else _render(plan))
             return
         _score(spec, quiet=quiet, log_format=log_format)
+
+
+def _drift_options(
+    reference: str | None, max_psi: float | None, max_null_rate_change: float | None, on_drift: str | None
+) -> dict[str, Any]:
+    """The drift flags that were given, as JobSpec fields."""
+    given = {
+        "reference": reference,
+        "max_psi": max_psi,
+        "max_null_rate_change": max_null_rate_change,
+        "on_drift": on_drift,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _input_map(values: list[str] | None) -> dict[str, tuple[str, ...]]:
@@ -363,6 +427,45 @@ def inspect(
 
             info = Model(model, device=spec.device).describe()
     typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
+
+
+@app.command("report", cls=_Command, short_help="Show an output's summary and its drift against a reference.")
+def report_command(
+    out: Annotated[str, typer.Argument(metavar="OUT", help="An output folder, or a saved _batchscore_summary.json.")],
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REF",
+            help="Compare with this output folder or saved summary. Default: the run's own reference.",
+        ),
+    ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Also write a self-contained HTML page (needs batchscore[report])."),
+    ] = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show an output's data and prediction summary and its drift against a reference (worst columns first)."""
+    _setup_logging(quiet=True, verbose=False, log_format="text")
+    with _Errors(log_format="text"):
+        from batchscore import drift, htmlreport, textreport
+
+        review = drift.review(out, reference=reference, max_psi=max_psi, max_null_rate_change=max_null_rate_change)
+        if html:
+            htmlreport.write(html, review)
+    if as_json:
+        data = {
+            "summary": review.current.summary.describe(),
+            "lineage": review.current.lineage,
+            "drift": None if review.drift is None else review.drift.to_dict(),
+        }
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(textreport.render(review))
+    if html:
+        typer.echo(f"wrote {html}", err=True)
 
 
 def _render(info: dict[str, Any], indent: str = "") -> str:

@@ -14,9 +14,15 @@
                                                              columns = {prediction = "decision"}
                                                              threshold = 0.7
                                                              with_score = true
+                                                             summary = true
+    [drift]
+    reference = "out/ds={yesterday_ds}"              # compare with an earlier output (missing: a warning)
+    max_psi = 0.25
+    max_null_rate_change = 0.1
+    on_drift = "warn"                                # or "fail": exit 6 after the commit
 
 Required: ``model.path``, ``input.paths``, ``output.path``. ``{ds}``,
-``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths and the filter.
+``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths (``drift.reference`` too) and the filter.
 Relative paths resolve against the job file's folder, wherever the scheduler
 starts the process (cron starts in $HOME, Airflow in a temporary folder).
 ``--set section.key=value`` overrides a key; the value is read as TOML
@@ -76,9 +82,16 @@ KEYS: dict[str, dict[str, _Key]] = {
         "columns": _Key("output_columns", "table"),
         "threshold": _Key("threshold", "float"),
         "with_score": _Key("with_score", "bool"),
+        "summary": _Key("summary", "bool"),
     },
     "run": {
         "batch_size": _Key("batch_size", "int"),
+    },
+    "drift": {
+        "reference": _Key("reference", "str", path=True),
+        "max_psi": _Key("max_psi", "float"),
+        "max_null_rate_change": _Key("max_null_rate_change", "float"),
+        "on_drift": _Key("on_drift", "str"),
     },
 }
 REQUIRED = ("model.path", "input.paths", "output.path")

@@ -28,11 +28,14 @@ from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError, ModelError, OutputError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
+from batchscore.quality import NO_SIDECARS, RunQuality
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
 from batchscore.report import Progress, ProgressCallback, RunReport, check_report_path, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
+from batchscore.summary import SUMMARY
+from batchscore.summary import find as summary_file
 from batchscore.writer import OutputDir, dictionary_columns, lock_owner
 
 log = logging.getLogger("batchscore")
@@ -213,6 +216,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
+    quality = RunQuality(spec, plan, files) if spec.summary else None  # reads the reference first
     with _interrupt.deferred():  # a signal stops the run at the next batch, never inside a queue or the commit
         todo = out.open(files)
         try:
@@ -221,7 +225,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                 log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
                 report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
-                _stream(ready, todo, out, report, progress)
+                _stream(ready, todo, out, report, progress, quality)
                 _interrupt.check()  # the last moment to stop with nothing committed
                 entries = [out.parts[i] for i in sorted(out.parts)]
                 lineage = {
@@ -231,11 +235,20 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                     "rows_written": sum(e["rows"] for e in entries),
                     "null_counts": _sum_counts(e["null_counts"] for e in entries),
                 }
-                report.parts = out.commit(len(files), lineage)
+                # the run summary is committed with the output, before the manifest and _SUCCESS
+                sidecars = (
+                    NO_SIDECARS if quality is None else quality.sidecars(spec.out, out.parts, {**out.header, **lineage})
+                )
+                report.parts = out.commit(
+                    len(files), {**lineage, "summary": SUMMARY if quality else None}, sidecars=sidecars
+                )
         finally:
             out.close()
     if _interrupt.pending() is not None:
         log.warning("a stop signal came in during the commit; the commit completed")
+    if quality is not None:
+        report.summary, checked = quality.result(spec.out)
+        report.drift = None if checked is None else checked.to_dict()
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
@@ -244,6 +257,8 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
             write_report(report, spec.report)
         except OutputError as exc:  # the output is committed: a lost report must not fail the run, nor its retries
             log.error("the output is committed, but the report is not: %s", exc)
+    if quality is not None:
+        quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
 
 
@@ -279,7 +294,15 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
+        "drift": _drift_plan(spec),  # issue 11
     }
+
+
+def _drift_plan(spec: JobSpec) -> str:
+    if spec.reference is None:
+        return "not checked (no reference)" if spec.summary else "not checked (--no-summary)"
+    found = "found" if summary_file(spec.reference) else "missing: a warning, drift not checked"
+    return f"against {spec.reference} ({found}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -336,7 +359,12 @@ _Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
 
 
 def _stream(
-    ready: Prepared, todo: list[int], out: OutputDir, report: RunReport, progress: ProgressCallback | None
+    ready: Prepared,
+    todo: list[int],
+    out: OutputDir,
+    report: RunReport,
+    progress: ProgressCallback | None,
+    quality: RunQuality | None = None,
 ) -> None:
     spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
     schema = plan.output_schema(files[0])
@@ -410,10 +438,14 @@ def _stream(
                 nulls = {k: v - nulls_before.get(k, 0) for k, v in ready_batch.items()}
                 nulls_before = ready_batch
                 sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
+                if quality is not None:
+                    quality.finish(index)  # issue 11
                 log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
                 continue
             assert isinstance(ready_batch, Assembled)
             predicted = scorer.infer(ready_batch)
+            if quality is not None:
+                quality.update(index, batch, predicted)  # issue 11: features as read, outputs as scored
             columns_out = batch.columns[:keep_count] + predicted
             sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
             report.rows_read += ready_batch.rows

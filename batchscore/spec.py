@@ -20,10 +20,15 @@ OnNull = Literal["error", "fill", "skip"]
 ProbFormat = Literal["columns", "list"]
 Mode = Literal["error", "overwrite", "resume"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
+OnDrift = Literal["warn", "fail"]
 
 DEFAULT_BATCH_SIZE = 65536
 MAX_BATCH_SIZE = 1 << 24
 """16,777,216 rows: far above what any stage gains from, and a bound that turns a typo into a usage error."""
+DEFAULT_MAX_PSI = 0.25
+"""PSI above this is a major shift in the usual reading (< 0.1 stable, 0.1-0.25 moderate)."""
+DEFAULT_MAX_NULL_RATE_CHANGE = 0.1
+"""A null rate moving by more than 10 points is drift."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +79,16 @@ class JobSpec:
     history: str | None = None
     """A glob of this job's earlier outputs (its output path with the date as ``*``), set by job files: an
     inferred feature order is checked against what they were scored with."""
+    summary: bool = True
+    """Write the run summary (``DIR/_batchscore_summary.json``): per-feature and per-output statistics."""
+    reference: str | None = None
+    """An earlier output folder or saved summary to compare this run's summary with; missing: a warning."""
+    max_psi: float = DEFAULT_MAX_PSI
+    """A column whose PSI against the reference exceeds this has drifted."""
+    max_null_rate_change: float = DEFAULT_MAX_NULL_RATE_CHANGE
+    """A column whose null rate moves by more than this (a share, 0.1 = 10 points) has drifted."""
+    on_drift: OnDrift = "warn"
+    """Drift over the limits: log a warning, or fail (exit 6) after committing the output."""
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -81,6 +96,7 @@ class JobSpec:
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
         _check_choice("compression", self.compression, Compression)
+        _check_choice("on_drift", self.on_drift, OnDrift)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
             raise JobSpecError(msg)
@@ -101,6 +117,20 @@ class JobSpec:
             msg = (
                 f"model sha256 pin must be 64 hex digits, got {self.model_sha256!r}; "
                 "copy it from `batchscore inspect MODEL` or `sha256sum MODEL`"
+            )
+            raise JobSpecError(msg)
+        if not self.max_psi > 0:
+            msg = f"max_psi must be a positive number (0.25 flags a major shift), got {self.max_psi}"
+            raise JobSpecError(msg)
+        if not 0 < self.max_null_rate_change <= 1:
+            msg = (
+                "max_null_rate_change must be a share between 0 and 1 (0.1 = 10 points), "
+                f"got {self.max_null_rate_change}"
+            )
+            raise JobSpecError(msg)
+        if self.reference is not None and not self.summary:
+            msg = (
+                "a drift reference needs this run's summary; drop --no-summary (output.summary = false) or --reference"
             )
             raise JobSpecError(msg)
         if self.filter is not None:
@@ -146,7 +176,7 @@ class JobSpec:
             if not isinstance(value, Sequence) or not all(isinstance(v, str | os.PathLike) for v in value):
                 _wrong_type(name, value, "a list of strings")
             object.__setattr__(self, name, tuple(os.fspath(v) for v in value))
-        for name in ("model", "out", "report", "job", "prediction_col", "filter", "model_sha256"):
+        for name in ("model", "out", "report", "job", "prediction_col", "filter", "model_sha256", "reference"):
             value = getattr(self, name)
             optional = name not in ("model", "out", "prediction_col")
             if value is None and optional:
@@ -156,15 +186,16 @@ class JobSpec:
             object.__setattr__(self, name, os.fspath(value))
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool):
             _wrong_type("batch_size", self.batch_size, "an integer")
-        for name in ("fill_value", "threshold"):
+        for name in ("fill_value", "threshold", "max_psi", "max_null_rate_change"):
             value = getattr(self, name)
             if value is None:
                 continue
             if not isinstance(value, int | float) or isinstance(value, bool):
                 _wrong_type(name, value, "a number")
             object.__setattr__(self, name, float(value))
-        if not isinstance(self.with_score, bool):
-            _wrong_type("with_score", self.with_score, "true or false")
+        for name in ("with_score", "summary"):
+            if not isinstance(getattr(self, name), bool):
+                _wrong_type(name, getattr(self, name), "true or false")
         for name in ("input_columns", "output_columns"):
             if not isinstance(getattr(self, name), Mapping):
                 _wrong_type(name, getattr(self, name), "a mapping of names")
@@ -180,7 +211,7 @@ class JobSpec:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
-_PATHS = frozenset({"model", "out", "report", "job"})
+_PATHS = frozenset({"model", "out", "report", "job", "reference"})
 
 
 def _wrong_type(field: str, value: object, expected: str) -> NoReturn:

@@ -83,6 +83,7 @@ QUICK_ROW_GROUP_ROWS = 1_500_000
 RSS_LIMIT_MB = 500.0
 RSS_FLAT_LIMIT = 0.10
 STARTUP_LIMIT_S = 1.0
+SUMMARY_COST_LIMIT = 0.05
 
 E2E = ("plain", "polars", "batchscore")
 
@@ -247,9 +248,15 @@ def count_parquet_rows(path: Path) -> int:
 
 
 def batchscore_cmd(
-    files: Sequence[Path], model: Path, out_dir: Path, report: Path, features: Sequence[str] = datagen.FEATURES
+    files: Sequence[Path],
+    model: Path,
+    out_dir: Path,
+    report: Path,
+    features: Sequence[str] = datagen.FEATURES,
+    *,
+    summary: bool = True,
 ) -> list[str]:
-    """The ``batchscore score`` command line the benchmark runs."""
+    """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``)."""
     return [
         sys.executable,
         "-m",
@@ -269,6 +276,7 @@ def batchscore_cmd(
         "--quiet",
         "--report",
         str(report),
+        *([] if summary else ["--no-summary"]),
     ]
 
 
@@ -279,14 +287,17 @@ def run_batchscore(
     timeout_s: float,
     expect_rows: int,
     features: Sequence[str] = datagen.FEATURES,
+    *,
+    summary: bool = True,
 ) -> Measurement:
     """Run the batchscore CLI end to end; never raises on a batchscore failure."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report, features), timeout_s)
-    m = Measurement(name="batchscore", wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, features, summary=summary), timeout_s)
+    name = "batchscore" if summary else "no_summary"
+    m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         log(f"    batchscore FAILED ({m.error.splitlines()[0] if m.error else ''})")
@@ -476,15 +487,19 @@ def bench_model(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.
     fstr = [str(f) for f in files]
     feats = list(datagen.FEATURES)
     results: dict[str, Measurement] = {}
-    for contender in ("inference", "plain", "polars", "batchscore"):
-        if contender in args.skip:
+    # no_summary: batchscore --no-summary, on logreg only, to show what the run summary costs (issue 11)
+    contenders = ("inference", "plain", "polars", "batchscore", *(["no_summary"] if model == "logreg" else []))
+    for contender in contenders:
+        if contender in args.skip or (contender == "no_summary" and "batchscore" in args.skip):
             continue
         runs: list[Measurement] = []
         for _ in range(args.repeat):
             out_dir = out_root / model / contender
             shutil.rmtree(out_dir, ignore_errors=True)
-            if contender == "batchscore":
-                m = run_batchscore(files, model_path, out_dir, args.child_timeout, rows)
+            if contender in ("batchscore", "no_summary"):
+                m = run_batchscore(
+                    files, model_path, out_dir, args.child_timeout, rows, summary=contender == "batchscore"
+                )
             else:
                 kind = "infer" if contender == "inference" else contender
                 spec = {
@@ -627,6 +642,17 @@ def model_checks(model: str, res: dict[str, Any]) -> list[dict[str, Any]]:
         ge("inference-only", inf, 0.9)
         ge("plain", plain, 1.0)
         ge("polars", polars, 1.0)
+    cost = summary_cost(res)
+    if model == "logreg" and cost is not None:
+        out.append(
+            check(
+                "logreg: run summary costs <= 5% (vs --no-summary)",
+                "<= 5%",
+                cost,
+                cost <= SUMMARY_COST_LIMIT,
+                note="wall time, one run each: noisy on a busy machine; benchmarks/summary_cost.py measures it well",
+            )
+        )
     rss = bs.peak_rss_mb if bs is not None and bs.ok else None
     out.append(
         check(
@@ -646,11 +672,11 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
     log()
     log(title + (f"  [{res['note']}]" if res["note"] else ""))
     rows: list[list[str]] = []
-    for name in ("inference", "plain", "polars", "batchscore"):
+    for name in ("inference", "plain", "polars", "batchscore", "no_summary"):
         m = c.get(name)
         if m is None:
             continue
-        label = "inference-only" if name == "inference" else name
+        label = {"inference": "inference-only", "no_summary": "batchscore --no-summary"}.get(name, name)
         if not m.ok:
             rows.append([label, "FAILED", "-", "-", "-"])
             continue
@@ -658,7 +684,7 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
             [
                 label,
                 fmt_rate(m.rows_per_s),
-                fmt_rate(m.internal_rows_per_s) if name in E2E else "",
+                fmt_rate(m.internal_rows_per_s) if name in (*E2E, "no_summary") else "",
                 f"{m.wall_s:.2f}",
                 f"{m.peak_rss_mb:.0f}",
             ]
@@ -676,6 +702,15 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
         f"/ polars = {fmt_ratio(ratio(bs, c.get('polars')))}   "
         f"/ inference-only = {fmt_ratio(ratio(bs, c.get('inference')))}"
     )
+    cost = summary_cost(res)
+    if cost is not None:
+        log(f"run summary cost: {cost:+.1%} of the run's wall time (batchscore vs batchscore --no-summary)")
+
+
+def summary_cost(res: dict[str, Any]) -> float | None:
+    """1 - rate(batchscore) / rate(batchscore --no-summary): what the run summary costs; None if not measured."""
+    r = ratio(res["contenders"].get("batchscore"), res["contenders"].get("no_summary"))
+    return None if r is None else 1 - r
 
 
 def print_checks(checks: list[dict[str, Any]], *, rows: int) -> None:
@@ -741,7 +776,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated contenders/sections to skip: "
-        "inference,plain,polars,batchscore,stages,flatness,rowgroup,startup",
+        "inference,plain,polars,batchscore,no_summary,stages,flatness,rowgroup,startup",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
     p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
@@ -883,6 +918,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "batchscore/plain": ratio(r["contenders"].get("batchscore"), r["contenders"].get("plain")),
                 "batchscore/polars": ratio(r["contenders"].get("batchscore"), r["contenders"].get("polars")),
                 "batchscore/inference": ratio(r["contenders"].get("batchscore"), r["contenders"].get("inference")),
+                "summary_cost": summary_cost(r),
             },
         }
         for m, r in model_results.items()

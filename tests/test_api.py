@@ -14,6 +14,7 @@ def test_public_api_is_exactly_this():
     assert batchscore.__all__ == [
         "BatchScoreError",
         "DeviceUnavailableError",
+        "DriftError",  # drift over the limits with on_drift="fail" (issue 11)
         "InputDataError",
         "JobSpec",
         "JobSpecError",
@@ -95,6 +96,8 @@ def test_exit_codes(cls, code):
         ({"model": 3}, r"model must be a string, got int 3"),
         ({"device": "tpu"}, r"device must be one of auto\|cpu\|cuda, got 'tpu'"),
         ({"output_columns": ["prediction"]}, r"output_columns must be a mapping of names"),
+        ({"max_psi": "0.2"}, r"max_psi must be a number, got str '0.2'"),
+        ({"summary": "no"}, r"summary must be true or false, got str 'no'"),
     ],
 )
 def test_spec_validation_names_the_field(changes, needle):

@@ -29,7 +29,7 @@ def test_bench_quick_smoke(tmp_path):
         ]
     )
     logreg = results["models"]["logreg"]
-    for contender in ("batchscore", "plain", "polars", "inference"):
+    for contender in ("batchscore", "no_summary", "plain", "polars", "inference"):
         measured = logreg["contenders"][contender]
         assert measured["ok"], measured
         assert measured["rows"] == 20000
@@ -37,4 +37,5 @@ def test_bench_quick_smoke(tmp_path):
     for layout in ("one_group", "many_groups"):
         measured = results["row_group"][layout]
         assert measured["ok"] and measured["rows_in_output"] == 300000 and measured["peak_rss_mb"] > 0, measured
+    assert logreg["ratios"]["summary_cost"] is not None  # the run summary's cost is shown (issue 11)
     assert (tmp_path / "r.json").exists()

@@ -324,6 +324,7 @@ def test_help_documents_the_contract():
     assert "  score    Score Parquet files with a model into an output folder.\n" in top.stdout
     assert "  run      Run a job file (TOML), as cron or Airflow does.\n" in top.stdout
     assert "  inspect  Show a model's inputs and outputs; with --data, the column mapping.\n" in top.stdout
+    assert "  report   Show an output's summary and its drift against a reference.\n" in top.stdout
     assert "--install-completion" in top.stdout  # shell completion is on
     assert cli("--version").stdout.startswith("batchscore ")
     assert cli("-V").stdout == cli("--version").stdout
@@ -335,6 +336,7 @@ def test_help_documents_the_contract():
         ("score", "Usage: batchscore score [OPTIONS] INPUT...", "  INPUT...  Parquet files"),
         ("run", "Usage: batchscore run [OPTIONS] JOB", "  JOB  The job file"),
         ("inspect", "Usage: batchscore inspect [OPTIONS] MODEL", "  MODEL  The ONNX model file."),
+        ("report", "Usage: batchscore report [OPTIONS] OUT", "  OUT  An output folder"),
     ],
 )
 def test_help_shows_metavars_not_python_types(command, usage, argument):

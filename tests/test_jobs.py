@@ -176,3 +176,21 @@ def test_readme_cron_line_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     log = (tmp_path / "batchscore-nightly.log").read_text().splitlines()
     assert json.loads(log[-1])["rows_written"] == DEMO_ROWS["2026-11-17"]
+
+
+def test_nightly_example_compares_each_night_with_the_one_before(sandbox):
+    """Issue 11: the first night warns that it has no reference; the next is checked against it."""
+    job = sandbox / "jobs" / "nightly_example.toml"
+    first = shell(f"batchscore run {job} --ds 2026-11-19", cwd=sandbox)
+    assert first.returncode == 0, first.stderr
+    assert "ds=2026-11-18 does not exist (the first run?)" in first.stderr
+    plan = shell(f"batchscore run {job} --ds 2026-11-20 --dry-run", cwd=sandbox)
+    assert "drift: against" in plan.stdout and "ds=2026-11-19 (found)" in plan.stdout
+    second = shell(f"batchscore run {job} --ds 2026-11-20", cwd=sandbox)
+    assert second.returncode == 0, second.stderr
+    assert "no drift against" in second.stderr
+    summary = json.loads((sandbox / "out" / "nightly" / "ds=2026-11-20" / "_batchscore_summary.json").read_text())
+    assert summary["drift"]["reference"].endswith("out/nightly/ds=2026-11-19")
+    assert summary["drift"]["flagged"] == [] and summary["rows"] == DEMO_ROWS["2026-11-20"]
+    report = shell("batchscore report out/nightly/ds=2026-11-20", cwd=sandbox)
+    assert report.returncode == 0 and "no drift against" in report.stdout
