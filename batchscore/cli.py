@@ -8,8 +8,10 @@ cannot be written; 6 drift over the limits with on_drift=fail (output committed)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -255,6 +257,24 @@ def score(
             help="Parquet compression.",
         ),
     ] = "zstd",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="parquet|delta",
+            autocompletion=_choices("parquet|delta"),
+            help="parquet: DIR/part-*.parquet and _SUCCESS; delta: one commit to the Delta Lake table --out "
+            "(pip install 'batchscore[delta]').",
+        ),
+    ] = "parquet",
+    schema_mode: Annotated[
+        str,
+        typer.Option(
+            metavar="strict|merge",
+            autocompletion=_choices("strict|merge"),
+            help="Delta: refuse output whose columns differ from the table's (strict), or add new columns (merge).",
+        ),
+    ] = "strict",
     partition_by: Annotated[
         str | None,
         typer.Option(metavar="COLS", help="Comma-separated output columns to split into hive folders DIR/col=value/."),
@@ -298,6 +318,8 @@ def score(
             with_score=with_score,
             mode=mode,  # type: ignore[arg-type]
             compression=compression,  # type: ignore[arg-type]
+            format=format,  # type: ignore[arg-type]
+            schema_mode=schema_mode,  # type: ignore[arg-type]
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
@@ -388,7 +410,9 @@ def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
 
 @app.command(cls=_Command, short_help="Show a model's inputs and outputs; with --data, the column mapping.")
 def inspect(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="The ONNX model file.")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="The ONNX model file, or a Delta table to show its history.")
+    ],
     data: Annotated[
         list[str] | None,
         typer.Option(metavar="INPUT", help="Parquet input(s) to dry-run the column mapping against (repeatable)."),
@@ -403,9 +427,18 @@ def inspect(
     device: Device = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping."""
+    """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping.
+
+    Given a Delta table written with --format delta: its versions, newest first (date, rows, model, run).
+    """
     _setup_logging(quiet=True, verbose=False, log_format="text")
     with _Errors(log_format="text"):
+        if _is_delta_table(model):
+            from batchscore import deltalog
+
+            table = deltalog.describe(model)
+            typer.echo(json.dumps(table, indent=2) if as_json else deltalog.render_history(table))
+            return
         spec = JobSpec(
             inputs=tuple(data or ["-"]),
             model=model,
@@ -466,6 +499,11 @@ def report_command(
         typer.echo(textreport.render(review))
     if html:
         typer.echo(f"wrote {html}", err=True)
+
+
+def _is_delta_table(path: str) -> bool:
+    """A folder with a ``_delta_log``: ``inspect`` shows the table's history (no deltalake import otherwise)."""
+    return not path.endswith(".onnx") and os.path.isdir(os.path.join(path, "_delta_log"))
 
 
 def _render(info: dict[str, Any], indent: str = "") -> str:
@@ -610,14 +648,16 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=args, prog_name="batchscore", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # bare `batchscore`: the help, as before
         exc.show()
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except ClickException as exc:
-        json_logs = _log_format(args) == "json"
         try:
-            _Errors(log_format="json" if json_logs else "text")._say(_usage_message(exc), exc.exit_code)
+            _Errors(log_format=_log_format(args))._say(_usage_message(exc), exc.exit_code)
         except typer.Exit as done:
-            sys.exit(done.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+            code = done.exit_code
+    status = code if isinstance(code, int) else 0
+    if "deltalake" in sys.modules:
+        _exit_now(status)
+    sys.exit(status)
 
 
 def _usage_message(exc: ClickException) -> str:
@@ -634,10 +674,28 @@ def _usage_message(exc: ClickException) -> str:
 
 
 def _log_format(args: list[str]) -> str:
-    """The ``--log-format`` value in raw arguments, for errors found before they are parsed."""
+    """The ``--log-format`` value in raw arguments (text unless json), for errors found before they are parsed."""
     for i, arg in enumerate(args):
         if arg == "--log-format" and i + 1 < len(args):
-            return args[i + 1]
+            return "json" if args[i + 1] == "json" else "text"
         if arg.startswith("--log-format="):
-            return arg.partition("=")[2]
+            return "json" if arg.partition("=")[2] == "json" else "text"
     return "text"
+
+
+def _exit_now(code: int | str | None) -> None:
+    """End a process that loaded deltalake at once, its output flushed, so the exit code is the one meant.
+
+    With deltalake 1.6 and pyarrow 26, the interpreter's own teardown can abort
+    (exit 134, "terminate called without an active exception", delta-rs#2184)
+    after the work is done; a scheduler would read a failed night. Nothing is
+    left to run at that point: the commit and the report are written.
+    """
+    if isinstance(code, str):
+        typer.echo(code, err=True)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

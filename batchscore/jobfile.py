@@ -8,7 +8,8 @@
     device = "auto"              keep = ["id"]               prob_format = "columns"
     threads = 8                  on_null = "error"           prediction_col = "prediction"
                                  fill_value = 0.0            compression = "zstd"
-                                 filter = "region = 'eu'"    partition_by = ["region"]
+                                 filter = "region = 'eu'"    format = "parquet"  # or "delta"
+                                                             partition_by = ["region"]
                                  columns = {income = "annual_income", x = ["a", "b"]}
                                                              report = "out/report.json"
                                                              columns = {prediction = "decision"}
@@ -77,6 +78,8 @@ KEYS: dict[str, dict[str, _Key]] = {
         "prob_format": _Key("prob_format", "str"),
         "prediction_col": _Key("prediction_col", "str"),
         "compression": _Key("compression", "str"),
+        "format": _Key("format", "str"),
+        "schema_mode": _Key("schema_mode", "str"),
         "partition_by": _Key("partition_by", "list"),
         "report": _Key("report", "str", path=True),
         "columns": _Key("output_columns", "table"),

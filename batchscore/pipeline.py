@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 import pyarrow as pa
@@ -37,6 +37,9 @@ from batchscore.spec import JobSpec
 from batchscore.summary import SUMMARY
 from batchscore.summary import find as summary_file
 from batchscore.writer import OutputDir, dictionary_columns, lock_owner
+
+if TYPE_CHECKING:
+    from batchscore.delta import DeltaOutput
 
 log = logging.getLogger("batchscore")
 
@@ -207,8 +210,8 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "batchscore_version": __version__,
     }
     header = _header(ready, run_id=run_id, started_at=report.started_at)
-    out = OutputDir(
-        spec.out,
+    out = _output(
+        ready,
         mode=spec.mode,
         run_id=run_id,
         metadata=metadata,
@@ -216,14 +219,16 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
-    quality = RunQuality(spec, plan, files) if spec.summary else None  # reads the reference first
+    # the run summary (and drift check) goes next to a folder of parts; a Delta table has no place for it yet
+    quality = RunQuality(spec, plan, files) if spec.summary and isinstance(out, OutputDir) else None
     with _interrupt.deferred():  # a signal stops the run at the next batch, never inside a queue or the commit
         todo = out.open(files)
         try:
             report.parts_skipped = len(files) - len(todo)
             if out.complete:
                 log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
-                report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
+                if isinstance(out, OutputDir):  # a Delta table keeps no parts from before: its commit is one
+                    report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
                 _stream(ready, todo, out, report, progress, quality)
                 _interrupt.check()  # the last moment to stop with nothing committed
@@ -239,9 +244,11 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                 sidecars = (
                     NO_SIDECARS if quality is None else quality.sidecars(spec.out, out.parts, {**out.header, **lineage})
                 )
-                report.parts = out.commit(
-                    len(files), {**lineage, "summary": SUMMARY if quality else None}, sidecars=sidecars
-                )
+                if isinstance(out, OutputDir):
+                    lineage["summary"] = SUMMARY if quality else None
+                    report.parts = out.commit(len(files), lineage, sidecars=sidecars)
+                else:
+                    report.parts = out.commit(len(files), lineage)
         finally:
             out.close()
     if _interrupt.pending() is not None:
@@ -266,12 +273,18 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
     """Check everything a run would check, inputs to output folder, and say what it would do; score nothing."""
     ready = prepare(spec)
     files, model, plan = ready.files, ready.model, ready.plan
-    out = OutputDir(
-        spec.out, mode=spec.mode, run_id="dry-run", metadata={}, header=_header(ready, run_id="", started_at="")
+    out = _output(
+        ready,
+        mode=spec.mode,
+        run_id="dry-run",
+        metadata={},
+        header=_header(ready, run_id="", started_at=""),
     )
     todo = out.check(files)
     owner = lock_owner(spec.out)
-    if out.pending_commit() is not None:
+    if not isinstance(out, OutputDir):
+        action = out.plan(files)
+    elif out.pending_commit() is not None:
         action = "finish the commit a dead run left half done, then decide again"
     elif out.complete:
         action = f"nothing to do: all {len(files)} part(s) are committed for these inputs and this model"
@@ -290,7 +303,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "keep": list(plan.keep),
         "filter": spec.filter or "none",
         "outputs": [o.name for o in plan.outputs],
-        "output": f"{spec.out} (mode {spec.mode}, {spec.compression}"
+        "output": f"{spec.out} ({'Delta table, ' * (spec.format == 'delta')}mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
@@ -303,6 +316,18 @@ def _drift_plan(spec: JobSpec) -> str:
         return "not checked (no reference)" if spec.summary else "not checked (--no-summary)"
     found = "found" if summary_file(spec.reference) else "missing: a warning, drift not checked"
     return f"against {spec.reference} ({found}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
+
+
+def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
+    """Where the scores go: a folder of Parquet parts, or one commit to a Delta table (``format="delta"``)."""
+    spec = ready.spec
+    if spec.format == "delta":
+        from batchscore.delta import DeltaOutput
+
+        options.setdefault("partition_by", spec.partition_by)
+        schema = ready.plan.output_schema(ready.files[0])
+        return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
+    return OutputDir(spec.out, **options)
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -361,7 +386,7 @@ _Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
 def _stream(
     ready: Prepared,
     todo: list[int],
-    out: OutputDir,
+    out: OutputDir | DeltaOutput,
     report: RunReport,
     progress: ProgressCallback | None,
     quality: RunQuality | None = None,

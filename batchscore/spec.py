@@ -21,6 +21,8 @@ ProbFormat = Literal["columns", "list"]
 Mode = Literal["error", "overwrite", "resume"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 OnDrift = Literal["warn", "fail"]
+Format = Literal["parquet", "delta"]
+SchemaMode = Literal["strict", "merge"]
 
 DEFAULT_BATCH_SIZE = 65536
 MAX_BATCH_SIZE = 1 << 24
@@ -40,7 +42,7 @@ class JobSpec:
     model: str
     """Path of the ONNX model."""
     out: str
-    """Output directory."""
+    """Output directory; with ``format="delta"``, the Delta table's path."""
     features: tuple[str, ...] | None = None
     """Feature columns in the model's order; None: every numeric non-keep column."""
     keep: tuple[str, ...] | None = None
@@ -66,6 +68,10 @@ class JobSpec:
     mode: Mode = "error"
     """If ``out`` holds output: fail, replace it, or resume (keep parts already scored for the same inputs)."""
     compression: Compression = "zstd"
+    format: Format = "parquet"
+    """``parquet``: a folder of parts and ``_SUCCESS``; ``delta``: one commit to a Delta Lake table."""
+    schema_mode: SchemaMode = "strict"
+    """Delta only: ``merge`` lets a run add columns the table lacks (schema evolution); ``strict`` refuses."""
     partition_by: tuple[str, ...] | None = None
     """Output columns to split the output by, as hive folders ``DIR/col=value/``."""
     filter: str | None = None
@@ -97,6 +103,11 @@ class JobSpec:
         _check_choice("mode", self.mode, Mode)
         _check_choice("compression", self.compression, Compression)
         _check_choice("on_drift", self.on_drift, OnDrift)
+        _check_choice("format", self.format, Format)
+        _check_choice("schema_mode", self.schema_mode, SchemaMode)
+        if self.schema_mode != "strict" and self.format != "delta":
+            msg = f"schema_mode {self.schema_mode!r} applies to Delta tables only; pass --format delta or drop it"
+            raise JobSpecError(msg)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
             raise JobSpecError(msg)
@@ -126,6 +137,12 @@ class JobSpec:
             msg = (
                 "max_null_rate_change must be a share between 0 and 1 (0.1 = 10 points), "
                 f"got {self.max_null_rate_change}"
+            )
+            raise JobSpecError(msg)
+        if self.reference is not None and self.format == "delta":
+            msg = (
+                "drift checks (--reference) need the run summary, which Parquet output stores next to its parts; "
+                "a Delta table has no place for it yet: drop --reference, or write --format parquet"
             )
             raise JobSpecError(msg)
         if self.reference is not None and not self.summary:

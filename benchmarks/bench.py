@@ -19,7 +19,8 @@ child processes the contender reaped).  Contenders per model:
 Plus data-wide stage-alone numbers (Parquet read, float64->float32
 conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
 files vs all of them), its peak RSS on one 15M-row row group against the same
-rows in 128k-row groups (``--row-group-rows``), and its start-up time.  The results are printed as
+rows in 128k-row groups (``--row-group-rows``), the same with ``--format delta`` (rate
+and peak RSS of the Delta Lake output) and its start-up time.  The results are printed as
 tables with PASS/FAIL against the performance targets and written to a JSON
 file.
 
@@ -255,8 +256,10 @@ def batchscore_cmd(
     features: Sequence[str] = datagen.FEATURES,
     *,
     summary: bool = True,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``)."""
+    """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``;
+    ``extra``: more flags, e.g. ``--format delta``)."""
     return [
         sys.executable,
         "-m",
@@ -277,6 +280,7 @@ def batchscore_cmd(
         "--report",
         str(report),
         *([] if summary else ["--no-summary"]),
+        *extra,
     ]
 
 
@@ -289,13 +293,18 @@ def run_batchscore(
     features: Sequence[str] = datagen.FEATURES,
     *,
     summary: bool = True,
+    extra: Sequence[str] = (),
 ) -> Measurement:
-    """Run the batchscore CLI end to end; never raises on a batchscore failure."""
+    """Run the batchscore CLI end to end; never raises on a batchscore failure.
+
+    The rows written are counted from the Parquet files under ``out_dir``: the
+    parts, or the data files of a Delta table written once (its only version).
+    """
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report, features, summary=summary), timeout_s)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, features, summary=summary, extra=extra), timeout_s)
     name = "batchscore" if summary else "no_summary"
     m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
     if not res.ok:
@@ -587,6 +596,38 @@ def bench_row_group(pair: datagen.RowGroupPair, out_root: Path, timeout_s: float
     }
 
 
+DELTA_FLAGS = ("--format", "delta")
+
+
+def bench_delta(ds: datagen.Dataset, out_root: Path, timeout_s: float, parquet: Measurement | None) -> dict[str, Any]:
+    """batchscore writing a Delta table (--format delta, logreg): rate and peak RSS, 1/4 of the files vs all.
+
+    Reported, not checked: the targets above were set for the Parquet output.
+    """
+    k = max(1, len(ds.files) // 4)
+    rows_small, rows_full = sum(ds.file_rows[:k]), sum(ds.file_rows)
+    model = ds.models["logreg"]
+    log(f"Delta output (batchscore --format delta, logreg): {k} vs {len(ds.files)} files")
+    small = run_batchscore(ds.files[:k], model, out_root / "delta" / "small", timeout_s, rows_small, extra=DELTA_FLAGS)
+    full = run_batchscore(ds.files, model, out_root / "delta" / "full", timeout_s, rows_full, extra=DELTA_FLAGS)
+    growth = (full.peak_rss_mb / small.peak_rss_mb - 1.0) if small.ok and full.ok and small.peak_rss_mb > 0 else None
+    same = parquet is not None and parquet.ok and parquet.rows == rows_full
+    log(
+        f"  {rows_small:,} rows {small.peak_rss_mb:7.0f} MB  {rows_full:,} rows {full.peak_rss_mb:7.0f} MB "
+        f"({fmt_rate(full.rows_per_s)} rows/s)  growth {'-' if growth is None else f'{growth * 100:+.1f}%'}"
+        + (f"  [Parquet output: {parquet.peak_rss_mb:.0f} MB, {fmt_rate(parquet.rows_per_s)} rows/s]" if same else "")
+    )
+    return {
+        "rows_small": rows_small,
+        "rows_full": rows_full,
+        "rows_ratio": round(rows_full / rows_small, 3) if rows_small else None,
+        "small": small.to_dict(),
+        "full": full.to_dict(),
+        "rss_growth": None if growth is None else round(growth, 4),
+        "parquet_full": parquet.to_dict() if same and parquet is not None else None,
+    }
+
+
 def bench_startup(model: Path, timeout_s: float, repeats: int = 3) -> dict[str, Any]:
     """Wall time of ``import batchscore`` and of ``batchscore inspect MODEL`` (median of ``repeats``)."""
 
@@ -776,7 +817,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated contenders/sections to skip: "
-        "inference,plain,polars,batchscore,no_summary,stages,flatness,rowgroup,startup",
+        "inference,plain,polars,batchscore,no_summary,stages,flatness,rowgroup,delta,startup",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
     p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
@@ -863,6 +904,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             args.row_group_rows, cache_dir, seed=params.seed, keep=args.keep_data, log=log
         )
         row_group = bench_row_group(pair, out_root, args.child_timeout)
+    delta: dict[str, Any] | None = None
+    if "delta" not in args.skip and "batchscore" not in args.skip:
+        full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
+        delta = bench_delta(ds, out_root, args.child_timeout, full)
     startup: dict[str, Any] | None = None
     if "startup" not in args.skip:
         startup = bench_startup(ds.models["logreg"], args.child_timeout)
@@ -925,6 +970,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     results["rss_flatness"] = flat
     results["row_group"] = row_group
+    results["delta"] = delta
     results["startup"] = startup
     results["checks"] = checks
     results["all_pass"] = all(ck["pass"] for ck in checks)

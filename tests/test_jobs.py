@@ -194,3 +194,29 @@ def test_nightly_example_compares_each_night_with_the_one_before(sandbox):
     assert summary["drift"]["flagged"] == [] and summary["rows"] == DEMO_ROWS["2026-11-20"]
     report = shell("batchscore report out/nightly/ds=2026-11-20", cwd=sandbox)
     assert report.returncode == 0 and "no drift against" in report.stdout
+
+
+def test_nightly_delta_job_commits_one_night_and_replaces_it_on_request(tmp_path):
+    import polars as pl
+
+    pytest.importorskip("deltalake")
+    job = JOBS / "nightly_delta.toml"
+    table = tmp_path / "scores"
+    command = f"batchscore run {job} --ds 2026-11-20 --set output.path={table} -q"
+    assert (first := shell(command, cwd=tmp_path)).returncode == 0, first.stderr
+    scores = pl.read_delta(str(table))
+    assert scores.height == DEMO_ROWS["2026-11-20"] and scores["ds"].unique().to_list() == ["2026-11-20"]
+
+    assert (retry := shell(command, cwd=tmp_path)).returncode == 0, retry.stderr  # a retried task: nothing to do
+    assert (again := shell(command + " --set output.mode=overwrite", cwd=tmp_path)).returncode == 0, again.stderr
+    assert shell(f"batchscore run {job} --ds 2026-11-19 --set output.path={table} -q", cwd=tmp_path).returncode == 0
+
+    history = shell(f"batchscore inspect {table} --json", cwd=tmp_path)
+    versions = json.loads(history.stdout)["history"]
+    assert [(v["version"], v["partition"], v["rows"]) for v in versions] == [
+        (2, "ds=2026-11-19", DEMO_ROWS["2026-11-19"]),
+        (1, "ds=2026-11-20", DEMO_ROWS["2026-11-20"]),  # replaced, not appended
+        (0, "ds=2026-11-20", DEMO_ROWS["2026-11-20"]),
+    ]
+    days = pl.read_delta(str(table)).group_by("ds").len().sort("ds").rows()
+    assert days == [("2026-11-19", DEMO_ROWS["2026-11-19"]), ("2026-11-20", DEMO_ROWS["2026-11-20"])]
