@@ -429,6 +429,10 @@ def iter_parquet(folder: Location) -> Iterator[FileInfo]:
 
 def describe_os_error(exc: BaseException) -> str:
     """One line for an OSError or Arrow error, without the library's traceback."""
+    remote = sys.modules.get("batchscore._objectstore")  # loaded once a run touched an object store
+    said = remote.explain(exc) if remote is not None else None
+    if said:
+        return str(said)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "no space left on the device"
     if isinstance(exc, OSError) and exc.strerror:
