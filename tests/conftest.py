@@ -360,3 +360,9 @@ def gcs(gcs_server):
     from servers import Bucket
 
     return Bucket(gcs_server, "gs", f"{GCS_BUCKET}/t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote(request):
+    """A fresh place on each object store: an S3 bucket, then a GCS prefix."""
+    return request.getfixturevalue("s3" if request.param == "s3" else "gcs")

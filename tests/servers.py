@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -159,3 +160,75 @@ class Bucket:
         base = self.path(prefix) if prefix else self.name
         found = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         return sorted(f.path[len(base) + 1 :] for f in found if f.type == pafs.FileType.File)
+
+
+class LatencyProxy:
+    """A TCP proxy on 127.0.0.1 that holds each HTTP request ``latency`` seconds before passing it on.
+
+    It stands for a store far away (20 ms a round trip, say) and counts what goes through: requests by
+    method, bytes sent back, and how many requests were held at once (the client's concurrency).
+    """
+
+    METHODS = (b"GET ", b"HEAD ", b"PUT ", b"POST ", b"DELETE ")
+
+    def __init__(self, upstream: str, *, latency: float) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.latency = latency
+        self.requests: dict[str, int] = {}
+        self.bytes_down = 0
+        self.peak = 0
+        self._active = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests, self.bytes_down, self.peak = {}, 0, 0
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            host, port = self.upstream.split(":")
+            server = socket.create_connection((host, int(port)))
+            threading.Thread(target=self._up, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(1 << 16):
+                method = next((m for m in self.METHODS if data.startswith(m)), None)
+                if method is not None:
+                    with self._lock:
+                        name = method.decode().strip()
+                        self.requests[name] = self.requests.get(name, 0) + 1
+                        self._active += 1
+                        self.peak = max(self.peak, self._active)
+                    time.sleep(self.latency)
+                    with self._lock:
+                        self._active -= 1
+                server.sendall(data)
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _down(self, server: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(1 << 16):
+                with self._lock:
+                    self.bytes_down += len(data)
+                client.sendall(data)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
