@@ -357,9 +357,14 @@ _PROBLEMS: list[tuple[re.Pattern[str], Callable[[str], str]]] = [
 ]
 
 
+_STORE_ERROR = re.compile(r"AWS Error|google::cloud|Azure|curl|bucket|S3|GCS|storage\.googleapis|Error performing")
+
+
 def explain(exc: BaseException) -> str | None:
     """One line saying what went wrong with a store and what to check; None if it is not a store error."""
     text = " ".join(str(exc).split())
+    if not _STORE_ERROR.search(text):
+        return None  # a local disk's error says it best itself
     for pattern, say in _PROBLEMS:
         if pattern.search(text):
             found = _BUCKET.search(text)

@@ -29,7 +29,7 @@ from batchscore.errors import JobSpecError, ModelError
 from batchscore.lock import LOCK, read_owner
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
-from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
+from batchscore.reader import InputFile, find_inputs, iter_batches, scan
 from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
@@ -86,8 +86,9 @@ class Prepared:
 
 def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
-    files = scan(resolve_inputs(spec.inputs))
-    model = Model(spec.model, device=spec.device, threads=spec.threads)
+    options = spec.storage_options
+    files = scan(find_inputs(spec.inputs, options=options), options=options)
+    model = Model(spec.model, device=spec.device, threads=spec.threads, storage_options=options)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
         msg = (
             f"model {spec.model} has sha256 {model.sha256}, but the job pins {spec.model_sha256.lower()}; "
@@ -182,7 +183,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
-        write_report(report, spec.report)
+        write_report(report, spec.report, options=spec.storage_options)
     return report
 
 
@@ -225,7 +226,7 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "job_file": spec.job,
-        "spec": dataclasses.asdict(spec),
+        "spec": {**dataclasses.asdict(spec), "storage_options": _redacted(spec)},
         "spec_hash": manifest.spec_hash(ready.settings()),
         "model": spec.model,
         "model_sha256": model.sha256,
@@ -237,6 +238,15 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
         "inputs": [{"path": f.path, "rows": f.num_rows, "size": f.size, "mtime_ns": f.mtime_ns} for f in files],
         "started_at": started_at,
     }
+
+
+def _redacted(spec: JobSpec) -> dict[str, object]:
+    """The storage options without their secrets (keys, tokens), as the manifest may show them."""
+    if not spec.storage_options:
+        return {}
+    from batchscore._objectstore import redact
+
+    return redact(spec.storage_options)
 
 
 @dataclass(frozen=True)
