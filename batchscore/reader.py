@@ -8,8 +8,9 @@ the requested columns only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from batchscore import storage
+from batchscore import manifest, storage
 from batchscore.errors import InputDataError
 
 log = logging.getLogger("batchscore")
@@ -43,6 +44,8 @@ class InputFile:
     """Nulls per column from the row-group statistics; None where unknown."""
     size: int = 0
     mtime_ns: int = 0
+    fingerprint: str = ""
+    """sha256 of the Parquet footer: any rewrite of the data changes it, whatever the size and mtime."""
     location: storage.Location | None = field(default=None, compare=False, repr=False)
     """Where the file is (local disk or an object store); None: the local path ``path``."""
 
@@ -67,11 +70,13 @@ class Found(NamedTuple):
 
 
 def resolve_inputs(inputs: Sequence[str], *, options: Mapping[str, Any] | None = None) -> list[str]:
-    """Expand files, directories (recursive) and globs to a sorted, unique file list.
+    """Expand files, directories (recursive) and globs to a sorted, unique list of absolute paths (or URIs).
 
     Names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc``, staging folders)
-    are skipped below a directory, as Spark and DuckDB do. Inputs may be local
-    paths or URIs (``s3://bucket/prefix``); ``options`` configure the store.
+    are skipped below a directory, as Spark and DuckDB do, and so are batchscore
+    output folders nested below it (a folder holding a ``_batchscore.json``):
+    scores written inside an input folder are never read back as input. Inputs
+    may be local paths or URIs (``s3://bucket/prefix``); ``options`` configure the store.
     """
     return [found.name for found in find_inputs(inputs, options=options)]
 
@@ -93,30 +98,51 @@ def _expand(raw: str, options: Mapping[str, Any] | None) -> list[tuple[str, stor
     base, pattern = storage.split_glob(raw)
     if pattern is not None:
         folder = storage.resolve(base, options)
-        matches = [(_name(base, folder, f), f) for f in folder.glob(pattern)]
+        regex = storage.glob_regex(pattern)
+        matches = [f for f in _outside_outputs(folder, raw) if regex.fullmatch(f.location.relative_to(folder))]
         if not matches:
             msg = f"input glob {raw!r} matches no file; check the pattern and that the data has landed"
             raise InputDataError(msg + _missing_bucket(folder))
-        return matches
+        return [(f.location.uri, f) for f in matches]
     where = storage.resolve(raw, options)
     if where.is_dir():
-        matches = [(_name(raw, where, f), f) for f in storage.iter_parquet(where)]
+        matches = [f for f in _outside_outputs(where, raw) if f.location.name.endswith(".parquet")]
         if not matches:
             msg = f"input directory {raw!r} holds no *.parquet file; check the path and that the data has landed"
             raise InputDataError(msg)
-        return matches
+        return [(f.location.uri, f) for f in matches]
     info = where.info()
     if info is None:
         msg = f"input {raw!r} does not exist; check the path (files, directories and globs are accepted)"
         raise InputDataError(msg + _missing_bucket(where))
-    return [(os.path.normpath(raw) if where.local else where.uri, info)]
+    return [(where.uri, info)]
 
 
-def _name(given: str, base: storage.Location, found: storage.FileInfo) -> str:
-    """A local file named below the folder as the user named it (relative stays relative); a URI elsewhere."""
-    if not base.local:
-        return found.location.uri
-    return os.path.normpath(os.path.join(given, *found.location.relative_to(base).split("/")))
+def _outside_outputs(folder: storage.Location, given: str) -> list[storage.FileInfo]:
+    """The files below ``folder`` (hidden names skipped), less those inside batchscore output folders nested
+    below it (``folder`` itself may be one). One listing tells both: an output folder holds a manifest or a
+    ``_batchscore/`` folder, which the listing shows when hidden names are kept."""
+    listed = folder.list_files(skip_hidden=False)
+    outputs = set()
+    for f in listed:
+        parts = f.location.relative_to(folder).split("/")
+        for depth, part in enumerate(parts[:-1] if len(parts) > 1 else []):
+            if part == "_batchscore":
+                outputs.add("/".join(parts[:depth]))
+        if len(parts) > 1 and parts[-1] == manifest.MANIFEST:
+            outputs.add("/".join(parts[:-1]))
+    outputs.discard("")
+    for nested in sorted(outputs):
+        log.info("not reading %s: it is a batchscore output folder inside the input %s", folder.child(nested), given)
+    kept = []
+    for f in listed:
+        parts = f.location.relative_to(folder).split("/")
+        if any(p.startswith(storage.HIDDEN_PREFIXES) for p in parts):
+            continue
+        if any("/".join(parts[:depth]) in outputs for depth in range(1, len(parts))):
+            continue
+        kept.append(f)
+    return kept
 
 
 def _missing_bucket(where: storage.Location) -> str:
@@ -161,12 +187,13 @@ def scan(paths: Sequence[str | Found], *, options: Mapping[str, Any] | None = No
 
 def _scan_one(path: str, where: storage.Location, listed: storage.FileInfo | None) -> InputFile:
     try:
-        pf = _open_parquet(path, where)
-        meta = pf.metadata
-        schema = pf.schema_arrow
         info = listed or where.info()
         if info is None:
             raise FileNotFoundError(f"{path} does not exist")
+        footer = _read_footer(where, info.size)
+        pf = pq.ParquetFile(pa.BufferReader(footer))
+        meta = pf.metadata
+        schema = pf.schema_arrow
     except (OSError, pa.ArrowException) as exc:
         raise InputDataError(_read_error(path, exc)) from exc
     return InputFile(
@@ -177,16 +204,33 @@ def _scan_one(path: str, where: storage.Location, listed: storage.FileInfo | Non
         null_counts=_null_counts(meta),
         size=info.size,
         mtime_ns=info.mtime_ns,
+        fingerprint=hashlib.sha256(footer).hexdigest(),
         location=where,
     )
+
+
+FOOTER_READ = 64 << 10
+"""Bytes read from a file's end to get its footer in one ranged read (a second one if the footer is larger)."""
+
+
+def _read_footer(where: storage.Location, size: int) -> bytes:
+    """The Parquet footer with its length and magic: what the schema, row counts and statistics are parsed
+    from, and what :func:`batchscore.manifest.footer_sha256` hashes (the same bytes, read once)."""
+    tail = where.read_tail(min(size, FOOTER_READ), size)
+    if len(tail) < 8 or tail[-4:] != b"PAR1":
+        return tail  # not Parquet: parsing it says so
+    (length,) = struct.unpack("<I", tail[-8:-4])
+    if length + 8 > len(tail):
+        tail = where.read_tail(min(size, length + 8), size)
+    return tail[-(length + 8) :]
 
 
 def _open_parquet(path: str, where: storage.Location | None) -> pq.ParquetFile:
     """Local files as before; on an object store, one opened file whose reads are coalesced and prefetched
     (``pre_buffer``), so only the footer and the column chunks asked for are fetched."""
     if where is None or where.local:
-        return pq.ParquetFile(path)
-    return pq.ParquetFile(where.open_input(), pre_buffer=True)
+        return pq.ParquetFile(path, page_checksum_verification=True)
+    return pq.ParquetFile(where.open_input(), pre_buffer=True, page_checksum_verification=True)
 
 
 def _read_error(path: str, exc: BaseException) -> str:

@@ -66,6 +66,9 @@ class JobSpec:
     """Path of a JSON run report to write, if any."""
     job: str | None = None
     """The job file this spec came from (lineage only)."""
+    history: str | None = None
+    """A glob of this job's earlier outputs (its output path with the date as ``*``), set by job files: an
+    inferred feature order is checked against what they were scored with."""
     storage_options: Mapping[str, str | int | float | bool] = field(default_factory=dict, hash=False, repr=False)
     """Object-store settings for every path of the run (pyarrow's names: endpoint_override, region, ...)."""
 

@@ -163,3 +163,11 @@ def test_only_the_column_chunks_asked_for_are_fetched(slow_s3, tmp_path):
     (batch,) = list(iter_batches(file, ["c3"], batch_size=100_000))
     assert batch.column(0).to_numpy().tolist() == wide["c3"].to_pylist()
     assert proxy.bytes_down < size / 10  # one column of twenty, plus the footer
+
+
+def test_footer_fingerprint_is_the_manifests(tree):
+    """scan reads each footer once and hashes those bytes: the same fingerprint the manifest computes."""
+    from batchscore import manifest, storage
+
+    for file in scan(resolve_inputs([str(tree / "d")])):
+        assert file.fingerprint == manifest.footer_sha256(storage.resolve(file.path), file.size)
