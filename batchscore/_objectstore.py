@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.fs as pafs
 
 from batchscore.errors import JobSpecError
+from batchscore.storage import LocalLockFile
 
 if TYPE_CHECKING:
     from batchscore.storage import Location
@@ -329,7 +330,9 @@ def _fsspec(scheme: str, uri: str) -> tuple[pafs.FileSystem, str]:
 _BUCKET = re.compile(r"in bucket '([^']+)'|bucket[ :]+'?([A-Za-z0-9._-]+)'?", re.IGNORECASE)
 _PROBLEMS: list[tuple[re.Pattern[str], Callable[[str], str]]] = [
     (
-        re.compile(r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist|ContainerNotFound|bucket not found", re.I),
+        re.compile(
+            r"NO_SUCH_BUCKET|NoSuchBucket|bucket does not exist|ContainerNotFound|bucket ('[^']*' )?not found", re.I
+        ),
         lambda bucket: f"bucket {bucket} does not exist; check the bucket name, the endpoint and the region",
     ),
     (
@@ -731,25 +734,31 @@ class ObjectStoreLock:
         self._thread.start()
 
     def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if not self.refresh():
+                return
+
+    def refresh(self) -> bool:
+        """Rewrite the lock with a fresh heartbeat if it is still this run's; False once it is lost."""
         import time
 
-        while not self._stop.wait(self.heartbeat_s):
-            with self._guard:
-                version = self._version
-                if version is None:
-                    return
-                try:
-                    written = put_if(self.location, self._payload(), version)
-                except OSError as exc:
-                    if time.monotonic() - self._last_beat > self.expiry_s:
-                        self._lose(f"no heartbeat reached the store for {self.expiry_s:.0f} s ({exc})")
-                        return
-                    log.warning("lock heartbeat on %s failed, retrying: %s", self.location.uri, exc)
-                    continue
-                if written is None:
-                    self._lose("another run replaced it after this run's heartbeat lapsed")
-                    return
-                self._version, self._last_beat = written, time.monotonic()
+        with self._guard:
+            version = self._version
+            if version is None:
+                return False
+            try:
+                written = put_if(self.location, self._payload(), version)
+            except OSError as exc:
+                if time.monotonic() - self._last_beat > self.expiry_s:
+                    self._lose(f"no heartbeat reached the store for {self.expiry_s:.0f} s ({exc})")
+                    return False
+                log.warning("lock heartbeat on %s failed, retrying: %s", self.location.uri, exc)
+                return True
+            if written is None:
+                self._lose("another run replaced it after this run's heartbeat lapsed")
+                return False
+            self._version, self._last_beat = written, time.monotonic()
+            return True
 
     def _lose(self, why: str) -> None:
         self._version = None
@@ -840,3 +849,47 @@ def _pid_alive(pid: int) -> bool | None:
     except (OSError, OverflowError):
         return None
     return True
+
+
+def open_locked(location: Location) -> ObjectLockFile | None:
+    """:meth:`batchscore.storage.Location.open_locked` on an object store: the lock taken, or None if another
+    live run holds it."""
+    from batchscore.errors import OutputLockedError
+
+    lock = ObjectStoreLock(location, run_id="")
+    try:
+        lock.acquire()
+    except OutputLockedError:
+        return None
+    return ObjectLockFile(lock)
+
+
+class ObjectLockFile(LocalLockFile):
+    """An :class:`ObjectStoreLock` behind the interface of a local lock file (``read``, ``replace_content``,
+    ``release``), so :mod:`batchscore.lock` holds either; ``check()`` says whether it is still held."""
+
+    def __init__(self, lock: ObjectStoreLock) -> None:
+        self.path = lock.location.uri
+        self.lock = lock
+
+    def read(self) -> bytes:
+        """What the lock held before this run took it: a stale owner's record, or nothing."""
+        import json
+
+        return json.dumps(self.lock.taken_over).encode() if self.lock.taken_over else b""
+
+    def replace_content(self, data: bytes) -> None:
+        """Record the owner (pid, host, run id, since) in the lock object, heartbeat and expiry added."""
+        owner = _parse(data)
+        self.lock.run_id = str(owner.get("run_id", self.lock.run_id))
+        self.lock._since = str(owner.get("since", self.lock._since))
+        self.lock.refresh()
+        self.lock.check()
+
+    def check(self) -> None:
+        """Raise OutputLockedError if the lock was lost (a stalled run whose lock another run took over)."""
+        self.lock.check()
+
+    def release(self, *, unlink: bool = True) -> None:
+        """Stop the heartbeat and delete the lock object if it is still this run's."""
+        self.lock.release()

@@ -282,7 +282,15 @@ class Location:
     # -- local locks --------------------------------------------------------------------------
 
     def open_locked(self) -> LocalLockFile | None:
-        """Open (creating) the file and take an exclusive, non-blocking OS lock on it; None if another has it."""
+        """Open (creating) the file and take an exclusive, non-blocking OS lock on it; None if another has it.
+
+        On an object store the lock is an object created by a conditional write and kept by a heartbeat
+        (:class:`batchscore._objectstore.ObjectStoreLock`), with the same interface.
+        """
+        if not self.local:
+            from batchscore import _objectstore
+
+            return _objectstore.open_locked(self)
         return LocalLockFile.try_open(self.path)
 
 
