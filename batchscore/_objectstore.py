@@ -659,7 +659,7 @@ class ObjectStoreLock:
                 raise OutputLockedError(self._held_message(owner, modified))
             replaced = put_if(self.location, self._payload(), version)
             if replaced is not None:
-                log.warning(
+                log.info(  # batchscore.lock says so as a warning; this line adds why
                     "took over the lock of a run that is gone (pid %s on %s, run %s): %s",
                     owner.get("pid", "?"),
                     owner.get("host", "?"),

@@ -98,8 +98,7 @@ def _expand(raw: str, options: Mapping[str, Any] | None) -> list[tuple[str, stor
     base, pattern = storage.split_glob(raw)
     if pattern is not None:
         folder = storage.resolve(base, options)
-        regex = storage.glob_regex(pattern)
-        matches = [f for f in _outside_outputs(folder, raw) if regex.fullmatch(f.location.relative_to(folder))]
+        matches = _glob(folder, pattern, raw)
         if not matches:
             msg = f"input glob {raw!r} matches no file; check the pattern and that the data has landed"
             raise InputDataError(msg + _missing_bucket(folder))
@@ -116,6 +115,41 @@ def _expand(raw: str, options: Mapping[str, Any] | None) -> list[tuple[str, stor
         msg = f"input {raw!r} does not exist; check the path (files, directories and globs are accepted)"
         raise InputDataError(msg + _missing_bucket(where))
     return [(where.uri, info)]
+
+
+def _glob(folder: storage.Location, pattern: str, given: str) -> list[storage.FileInfo]:
+    """Files below ``folder`` matching ``pattern``, hidden names and nested outputs skipped.
+
+    On local disk, without ``**``, the pattern is followed one level at a time (one listing per folder that
+    matches so far, as ``glob`` does), so ``lake/*/part-0.parquet`` never walks the whole lake. With ``**``, and
+    on object stores (where a listing is flat and paginated: one request per 1000 keys, whatever the depth),
+    one recursive listing of ``folder``.
+    """
+    parts = pattern.split("/")
+    if "**" in parts or not folder.local:
+        regex = storage.glob_regex(pattern)
+        return [f for f in _outside_outputs(folder, given) if regex.fullmatch(f.location.relative_to(folder))]
+    level: list[storage.Location] = [folder]
+    files: list[storage.FileInfo] = []
+    for depth, part in enumerate(parts):
+        regex, last = storage.glob_regex(part), depth == len(parts) - 1
+        below: list[storage.Location] = []
+        for where in level:
+            entries = where.fs.get_file_info(pafs.FileSelector(where.path, allow_not_found=True))
+            names = {e.base_name for e in entries}
+            if depth > 0 and (manifest.MANIFEST in names or "_batchscore" in names):
+                log.info("not reading %s: it is a batchscore output folder inside the input %s", where, given)
+                continue
+            for entry in sorted(entries, key=lambda e: e.path):
+                if entry.base_name.startswith(storage.HIDDEN_PREFIXES) or not regex.fullmatch(entry.base_name):
+                    continue
+                child = storage.Location(where.fs, entry.path, where.scheme)
+                if not last and entry.type == pafs.FileType.Directory:
+                    below.append(child)
+                elif last and entry.type == pafs.FileType.File:
+                    files.append(storage.FileInfo(child, entry.size or 0, entry.mtime_ns or 0))
+        level = below
+    return files
 
 
 def _outside_outputs(folder: storage.Location, given: str) -> list[storage.FileInfo]:
