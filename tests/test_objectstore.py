@@ -218,6 +218,7 @@ def test_a_run_whose_lock_was_taken_knows_it_lost_it(s3):
     ],
 )
 def test_stale_locks_are_taken_over(s3, caplog, owner, wait, taken):
+    caplog.set_level("INFO", logger="batchscore")
     now = datetime.now(UTC)
     replace = {
         "dead": dead_pid(),
