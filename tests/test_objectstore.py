@@ -259,3 +259,19 @@ def test_expired_lock_is_taken_over_by_exactly_one_of_two_runs(s3):
     assert sorted(outcomes) == ["refused", "won"]
     for lock in locks:
         lock.release()
+
+
+def test_other_schemes_go_through_fsspec():
+    pytest.importorskip("fsspec")
+    where = storage.resolve("memory://batchscore-test/a/b.json")
+    where.write_bytes(b"{}")
+    assert where.read_bytes() == b"{}"
+    assert [f.location.name for f in where.parent.list_files()] == ["b.json"]
+    fresh = where.parent.child("lock")
+    assert fresh.create_new(b"1")  # fsspec's exclusive mode ("xb") where the filesystem has one
+    assert not fresh.create_new(b"2")
+
+
+def test_an_unknown_scheme_without_its_package_is_a_usage_error():
+    with pytest.raises(JobSpecError, match="no filesystem for nosuchfs://"):
+        storage.resolve("nosuchfs://x/y")
