@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batchscore import _objectstore, storage
+from batchscore import _objectlock, _objectstore, storage
 from batchscore.errors import JobSpecError, OutputLockedError
 
 # -- options ---------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def test_missing_bucket_and_unreachable_endpoint_are_one_line(s3_server):
 
 def lock_at(s3, **kwargs):
     where = storage.resolve(s3.uri("out/_batchscore.lock"), s3.server.options())
-    return _objectstore.ObjectStoreLock(where, run_id=kwargs.pop("run_id", "r1"), **kwargs)
+    return _objectlock.ObjectStoreLock(where, run_id=kwargs.pop("run_id", "r1"), **kwargs)
 
 
 def write_owner(s3, **owner):
@@ -275,3 +275,9 @@ def test_other_schemes_go_through_fsspec():
 def test_an_unknown_scheme_without_its_package_is_a_usage_error():
     with pytest.raises(JobSpecError, match="no filesystem for nosuchfs://"):
         storage.resolve("nosuchfs://x/y")
+
+
+def test_signatures_in_urls_never_reach_a_message():
+    error = OSError("Error performing PUT https://acct.blob.core.windows.net/c/k?sv=2024&sig=S3CR3T in 2ms - 500")
+    assert "S3CR3T" not in _objectstore.scrub(str(error))
+    assert "https://acct.blob.core.windows.net/c/k" in _objectstore.scrub(str(error))

@@ -24,7 +24,7 @@ import pytest
 from conftest import FEATURES, ROOT, direct_run, make_table, write_files
 
 import batchscore
-from batchscore import _objectstore, storage
+from batchscore import _objectlock, storage
 
 KEEP = ("id", "segment")
 
@@ -150,7 +150,7 @@ def test_kill_9_then_resume_equals_a_clean_run(lake, tmp_path):
 
 def test_a_second_run_is_refused_while_the_first_holds_the_lock(lake):
     where = storage.resolve(lake.uri("scores/_batchscore.lock"), lake.server.options())
-    with _objectstore.ObjectStoreLock(where, run_id="nightly-1"):  # a live run (this process)
+    with _objectlock.ObjectStoreLock(where, run_id="nightly-1"):  # a live run (this process)
         result = cli(
             "score", lake.uri("lake/events"), "--model", lake.uri("models/logreg.onnx"), "--out", lake.uri("scores"),
             "--keep", "id,segment", *lake.server.cli_options(),
@@ -234,3 +234,13 @@ scheme = "http"
         .collect()
     )
     assert summary.rows() == [(date(2026, 11, 19), 600), (date(2026, 11, 20), 600)]  # Polars types ds as a date
+
+
+def test_inspect_a_model_in_a_bucket(lake, models):
+    import hashlib
+
+    result = cli("inspect", lake.uri("models/logreg.onnx"), "--json", *lake.server.cli_options())
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["sha256"] == hashlib.sha256(Path(models["logreg"]).read_bytes()).hexdigest()
+    assert info["path"] == lake.uri("models/logreg.onnx")
