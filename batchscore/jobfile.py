@@ -8,19 +8,26 @@
     device = "auto"              keep = ["id"]               prob_format = "columns"
     threads = 8                  on_null = "error"           prediction_col = "prediction"
                                  fill_value = 0.0            compression = "zstd"
-                                 filter = "region = 'eu'"    partition_by = ["region"]
+                                 filter = "region = 'eu'"    format = "parquet"  # or "delta"
+                                                             partition_by = ["region"]
                                  columns = {income = "annual_income", x = ["a", "b"]}
                                                              report = "out/report.json"
                                                              columns = {prediction = "decision"}
                                                              threshold = 0.7
                                                              with_score = true
+                                                             summary = true
+    [drift]
+    reference = "out/ds={yesterday_ds}"              # compare with an earlier output (missing: a warning)
+    max_psi = 0.25
+    max_null_rate_change = 0.1
+    on_drift = "warn"                                # or "fail": exit 6 after the commit
 
 ``[storage]`` holds object-store options for every path (pyarrow's names:
 ``endpoint_override = "127.0.0.1:9000"``, ``region``, ``scheme``, ``anonymous``, ...);
 a path may be a URI (``s3://bucket/prefix``), left as it is.
 
 Required: ``model.path``, ``input.paths``, ``output.path``. ``{ds}``,
-``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths and the filter.
+``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths (``drift.reference`` too) and the filter.
 Relative paths resolve against the job file's folder, wherever the scheduler
 starts the process (cron starts in $HOME, Airflow in a temporary folder).
 ``--set section.key=value`` overrides a key; the value is read as TOML
@@ -76,16 +83,25 @@ KEYS: dict[str, dict[str, _Key]] = {
         "prob_format": _Key("prob_format", "str"),
         "prediction_col": _Key("prediction_col", "str"),
         "compression": _Key("compression", "str"),
+        "format": _Key("format", "str"),
+        "schema_mode": _Key("schema_mode", "str"),
         "partition_by": _Key("partition_by", "list"),
         "report": _Key("report", "str", path=True),
         "columns": _Key("output_columns", "table"),
         "threshold": _Key("threshold", "float"),
         "with_score": _Key("with_score", "bool"),
+        "summary": _Key("summary", "bool"),
     },
     "run": {
         "batch_size": _Key("batch_size", "int"),
     },
     "storage": {},  # any key: pyarrow's storage option names, checked by JobSpec
+    "drift": {
+        "reference": _Key("reference", "str", path=True),
+        "max_psi": _Key("max_psi", "float"),
+        "max_null_rate_change": _Key("max_null_rate_change", "float"),
+        "on_drift": _Key("on_drift", "str"),
+    },
 }
 REQUIRED = ("model.path", "input.paths", "output.path")
 _KINDS = {

@@ -37,6 +37,12 @@ class OutputLock:
         """Take the lock or fail at once (exit 5) naming its owner."""
         try:
             held = self.where.open_locked()
+        except PermissionError as exc:
+            msg = (
+                f"output folder {self.folder.uri} is not writable ({describe_os_error(exc)}): fix its permissions, "
+                "or choose another output path"
+            )
+            raise OutputError(msg) from exc
         except OSError as exc:
             msg = (
                 f"cannot take the lock {self.where.uri}: {describe_os_error(exc)}; it must be a writable file "

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 import pyarrow as pa
@@ -28,12 +28,18 @@ from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
+from batchscore.quality import NO_SIDECARS, RunQuality
 from batchscore.reader import InputFile, find_inputs, iter_batches, scan
 from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
+from batchscore.summary import SUMMARY
+from batchscore.summary import find as summary_file
 from batchscore.writer import OutputDir, dictionary_columns, lock_owner
+
+if TYPE_CHECKING:
+    from batchscore.delta import DeltaOutput
 
 log = logging.getLogger("batchscore")
 
@@ -205,8 +211,8 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "batchscore_version": __version__,
     }
     header = _header(ready, run_id=run_id, started_at=report.started_at)
-    out = OutputDir(
-        storage.resolve(spec.out, spec.storage_options),
+    out = _output(
+        ready,
         mode=spec.mode,
         run_id=run_id,
         metadata=metadata,
@@ -214,15 +220,18 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
+    # the run summary (and drift check) goes next to a folder of parts; a Delta table has no place for it yet
+    quality = RunQuality(spec, plan, files) if spec.summary and isinstance(out, OutputDir) else None
     with _interrupt.deferred():  # a signal stops the run at the next batch, never inside a queue or the commit
         todo = out.open(files)
         try:
             report.parts_skipped = len(files) - len(todo)
             if out.complete:
                 log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
-                report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
+                if isinstance(out, OutputDir):  # a Delta table keeps no parts from before: its commit is one
+                    report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
-                _stream(ready, todo, out, report, progress)
+                _stream(ready, todo, out, report, progress, quality)
                 _interrupt.check()  # the last moment to stop with nothing committed
                 entries = [out.parts[i] for i in sorted(out.parts)]
                 lineage = {
@@ -232,16 +241,29 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                     "rows_written": sum(e["rows"] for e in entries),
                     "null_counts": _sum_counts(e["null_counts"] for e in entries),
                 }
-                report.parts = out.commit(len(files), lineage)
+                # the run summary is committed with the output, before the manifest and _SUCCESS
+                sidecars = (
+                    NO_SIDECARS if quality is None else quality.sidecars(spec.out, out.parts, {**out.header, **lineage})
+                )
+                if isinstance(out, OutputDir):
+                    lineage["summary"] = SUMMARY if quality else None
+                    report.parts = out.commit(len(files), lineage, sidecars=sidecars)
+                else:
+                    report.parts = out.commit(len(files), lineage)
         finally:
             out.close()
     if _interrupt.pending() is not None:
         log.warning("a stop signal came in during the commit; the commit completed")
+    if quality is not None:
+        report.summary, checked = quality.result(spec.out)
+        report.drift = None if checked is None else checked.to_dict()
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
         write_report(report, spec.report, options=spec.storage_options)
+    if quality is not None:
+        quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
 
 
@@ -249,8 +271,8 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
     """Check everything a run would check, inputs to output folder, and say what it would do; score nothing."""
     ready = prepare(spec)
     files, model, plan = ready.files, ready.model, ready.plan
-    out = OutputDir(
-        storage.resolve(spec.out, spec.storage_options),
+    out = _output(
+        ready,
         mode=spec.mode,
         run_id="dry-run",
         metadata={},
@@ -258,7 +280,9 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
     )
     todo = out.check(files)
     owner = lock_owner(spec.out)
-    if out.pending_commit() is not None:
+    if not isinstance(out, OutputDir):
+        action = out.plan(files)
+    elif out.pending_commit() is not None:
         action = "finish the commit a dead run left half done, then decide again"
     elif out.complete:
         action = f"nothing to do: all {len(files)} part(s) are committed for these inputs and this model"
@@ -277,11 +301,31 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "keep": list(plan.keep),
         "filter": spec.filter or "none",
         "outputs": [o.name for o in plan.outputs],
-        "output": f"{spec.out} (mode {spec.mode}, {spec.compression}"
+        "output": f"{spec.out} ({'Delta table, ' * (spec.format == 'delta')}mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
+        "drift": _drift_plan(spec),  # issue 11
     }
+
+
+def _drift_plan(spec: JobSpec) -> str:
+    if spec.reference is None:
+        return "not checked (no reference)" if spec.summary else "not checked (--no-summary)"
+    found = "found" if summary_file(spec.reference) else "missing: a warning, drift not checked"
+    return f"against {spec.reference} ({found}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
+
+
+def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
+    """Where the scores go: a folder of Parquet parts, or one commit to a Delta table (``format="delta"``)."""
+    spec = ready.spec
+    if spec.format == "delta":
+        from batchscore.delta import DeltaOutput
+
+        options.setdefault("partition_by", spec.partition_by)
+        schema = ready.plan.output_schema(ready.files[0])
+        return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
+    return OutputDir(storage.resolve(spec.out, spec.storage_options), **options)
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -347,7 +391,12 @@ _Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
 
 
 def _stream(
-    ready: Prepared, todo: list[int], out: OutputDir, report: RunReport, progress: ProgressCallback | None
+    ready: Prepared,
+    todo: list[int],
+    out: OutputDir | DeltaOutput,
+    report: RunReport,
+    progress: ProgressCallback | None,
+    quality: RunQuality | None = None,
 ) -> None:
     spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
     schema = plan.output_schema(files[0])
@@ -422,10 +471,14 @@ def _stream(
                 nulls = {k: v - nulls_before.get(k, 0) for k, v in ready_batch.items()}
                 nulls_before = ready_batch
                 sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
+                if quality is not None:
+                    quality.finish(index)  # issue 11
                 log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
                 continue
             assert isinstance(ready_batch, Assembled)
             predicted = scorer.infer(ready_batch)
+            if quality is not None:
+                quality.update(index, batch, predicted)  # issue 11: features as read, outputs as scored
             columns_out = batch.columns[:keep_count] + predicted
             sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
             report.rows_read += ready_batch.rows

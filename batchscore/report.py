@@ -52,6 +52,10 @@ class RunReport:
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
     started_at: str = ""
+    summary: dict[str, Any] | None = None
+    """Per-feature and per-output statistics of the output (``DIR/_batchscore_summary.json``, readable part)."""
+    drift: dict[str, Any] | None = None
+    """The comparison with ``--reference``, worst columns first; None without a reference."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

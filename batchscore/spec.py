@@ -19,8 +19,15 @@ OnNull = Literal["error", "fill", "skip"]
 ProbFormat = Literal["columns", "list"]
 Mode = Literal["error", "overwrite", "resume"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
+OnDrift = Literal["warn", "fail"]
+Format = Literal["parquet", "delta"]
+SchemaMode = Literal["strict", "merge"]
 
 DEFAULT_BATCH_SIZE = 65536
+DEFAULT_MAX_PSI = 0.25
+"""PSI above this is a major shift in the usual reading (< 0.1 stable, 0.1-0.25 moderate)."""
+DEFAULT_MAX_NULL_RATE_CHANGE = 0.1
+"""A null rate moving by more than 10 points is drift."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,7 +39,7 @@ class JobSpec:
     model: str
     """Path of the ONNX model."""
     out: str
-    """Output directory."""
+    """Output directory; with ``format="delta"``, the Delta table's path."""
     features: tuple[str, ...] | None = None
     """Feature columns in the model's order; None: every numeric non-keep column."""
     keep: tuple[str, ...] | None = None
@@ -56,6 +63,10 @@ class JobSpec:
     mode: Mode = "error"
     """If ``out`` holds output: fail, replace it, or resume (keep parts already scored for the same inputs)."""
     compression: Compression = "zstd"
+    format: Format = "parquet"
+    """``parquet``: a folder of parts and ``_SUCCESS``; ``delta``: one commit to a Delta Lake table."""
+    schema_mode: SchemaMode = "strict"
+    """Delta only: ``merge`` lets a run add columns the table lacks (schema evolution); ``strict`` refuses."""
     partition_by: tuple[str, ...] | None = None
     """Output columns to split the output by, as hive folders ``DIR/col=value/``."""
     filter: str | None = None
@@ -69,6 +80,16 @@ class JobSpec:
     history: str | None = None
     """A glob of this job's earlier outputs (its output path with the date as ``*``), set by job files: an
     inferred feature order is checked against what they were scored with."""
+    summary: bool = True
+    """Write the run summary (``DIR/_batchscore_summary.json``): per-feature and per-output statistics."""
+    reference: str | None = None
+    """An earlier output folder or saved summary to compare this run's summary with; missing: a warning."""
+    max_psi: float = DEFAULT_MAX_PSI
+    """A column whose PSI against the reference exceeds this has drifted."""
+    max_null_rate_change: float = DEFAULT_MAX_NULL_RATE_CHANGE
+    """A column whose null rate moves by more than this (a share, 0.1 = 10 points) has drifted."""
+    on_drift: OnDrift = "warn"
+    """Drift over the limits: log a warning, or fail (exit 6) after committing the output."""
     storage_options: Mapping[str, str | int | float | bool] = field(default_factory=dict, hash=False, repr=False)
     """Object-store settings for every path of the run (pyarrow's names: endpoint_override, region, ...)."""
 
@@ -78,6 +99,12 @@ class JobSpec:
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
         _check_choice("compression", self.compression, Compression)
+        _check_choice("on_drift", self.on_drift, OnDrift)
+        _check_choice("format", self.format, Format)
+        _check_choice("schema_mode", self.schema_mode, SchemaMode)
+        if self.schema_mode != "strict" and self.format != "delta":
+            msg = f"schema_mode {self.schema_mode!r} applies to Delta tables only; pass --format delta or drop it"
+            raise JobSpecError(msg)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
             raise JobSpecError(msg)
@@ -97,6 +124,26 @@ class JobSpec:
             msg = (
                 f"model sha256 pin must be 64 hex digits, got {self.model_sha256!r}; "
                 "copy it from `batchscore inspect MODEL` or `sha256sum MODEL`"
+            )
+            raise JobSpecError(msg)
+        if not self.max_psi > 0:
+            msg = f"max_psi must be a positive number (0.25 flags a major shift), got {self.max_psi}"
+            raise JobSpecError(msg)
+        if not 0 < self.max_null_rate_change <= 1:
+            msg = (
+                "max_null_rate_change must be a share between 0 and 1 (0.1 = 10 points), "
+                f"got {self.max_null_rate_change}"
+            )
+            raise JobSpecError(msg)
+        if self.reference is not None and self.format == "delta":
+            msg = (
+                "drift checks (--reference) need the run summary, which Parquet output stores next to its parts; "
+                "a Delta table has no place for it yet: drop --reference, or write --format parquet"
+            )
+            raise JobSpecError(msg)
+        if self.reference is not None and not self.summary:
+            msg = (
+                "a drift reference needs this run's summary; drop --no-summary (output.summary = false) or --reference"
             )
             raise JobSpecError(msg)
         if self.filter is not None:

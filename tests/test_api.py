@@ -14,6 +14,7 @@ def test_public_api_is_exactly_this():
     assert batchscore.__all__ == [
         "BatchScoreError",
         "DeviceUnavailableError",
+        "DriftError",  # drift over the limits with on_drift="fail" (issue 11)
         "InputDataError",
         "JobSpec",
         "JobSpecError",

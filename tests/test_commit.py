@@ -406,8 +406,8 @@ def test_resume_over_many_small_files_writes_each_record_once(models, tmp_path, 
     write_files(tmp_path / "in", [make_table(5, seed=i, start_id=i * 5) for i in range(60)])
     calls = inject(monkeypatch, at=0, error=Crash(), only=("write_bytes",))
     batchscore.run(spec(tmp_path, models["logreg"], mode="resume"))
-    # one record per part, the run record, the staged manifest, the journal, _SUCCESS: linear, not quadratic
-    assert len(calls) == 60 + 4
+    # one record per part; the run record, the two summary files, the manifest, _SUCCESS, the journal: linear
+    assert len(calls) == 60 + 6
 
 
 # -- pinned feature order -----------------------------------------------------------------------
@@ -461,3 +461,59 @@ def test_overwrite_errors_are_one_line_exit_5(models, dataset, tmp_path):
     result = cli("score", tmp_path / "in", "-m", models["logreg"], *args, "-q")
     assert result.returncode == 5 and result.stderr.count("\n") == 1, result.stderr
     assert "no batchscore manifest there lists (e.g. part-0.parquet)" in result.stderr
+
+
+# -- output errors that used to be tracebacks ------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["manifest_entry", "lock_is_a_folder", "read_only", "partitions"])
+def test_output_problems_are_one_line_errors(models, tmp_path, case, request):
+    write_files(tmp_path / "in", [make_table(1200)])
+    out = tmp_path / "out"
+    args = ["score", tmp_path / "in", "-m", models["logreg"], "-o", out, "--keep", "id,segment", "-q"]
+    args += ["--features", ",".join(FEATURES)]
+    if case == "manifest_entry":
+        batchscore.run(spec(tmp_path, models["logreg"]))
+        data = json.loads((out / "_batchscore.json").read_text())
+        data["parts"][0]["files"] = 7
+        (out / "_batchscore.json").write_text(json.dumps(data))
+        args += ["--mode", "resume"]
+        needle, code = "part entry 0 has no list of file names", 5
+    elif case == "lock_is_a_folder":
+        (out / "_batchscore.lock").mkdir(parents=True)
+        needle, code = "cannot take the lock", 5
+    elif case == "read_only":
+        out.mkdir()
+        out.chmod(0o555)
+        if os.geteuid() == 0:  # root writes into mode-555 folders; the immutable attribute stops even root
+            if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode:
+                pytest.skip("running as root and chattr +i is not permitted here: cannot make a read-only folder")
+            request.addfinalizer(lambda: subprocess.run(["chattr", "-i", str(out)]))
+        needle, code = "is not writable", 5
+    else:
+        big = make_table(3000).append_column("bucket", pa.array(np.arange(3000) % 1100))
+        write_files(tmp_path / "in", [big], row_group_size=3000)  # pyarrow counts folders per batch
+        args[args.index("id,segment")] = "id,segment,bucket"
+        args += ["--partition-by", "bucket"]
+        needle, code = "would be split into 1100 hive folders by partition_by bucket, more than the 1024", 5
+    result = cli(*args)
+    assert result.returncode == code, result.stderr
+    assert needle in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_signal_during_start_up_exits_143_without_a_traceback(models, dataset, tmp_path):
+    dataset(files=1, rows=10)
+    failures = []
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4):
+        command = [sys.executable, "-m", "batchscore", "score", tmp_path / "in", "-m", models["logreg"]]
+        command += ["-o", tmp_path / f"out-{delay}", "--keep", "id,segment", "-q"]
+        proc = subprocess.Popen(
+            list(map(str, command)), stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        if proc.returncode not in (0, 143, -signal.SIGTERM) or "Traceback" in stderr:
+            failures.append((delay, proc.returncode, stderr[-300:]))
+    assert not failures
