@@ -282,8 +282,16 @@ def _pid_alive(pid: int) -> bool | None:
 def open_locked(location: Location) -> ObjectLockFile | None:
     """:meth:`batchscore.storage.Location.open_locked` on an object store: the lock taken, or None if another
     live run holds it."""
+    from batchscore._objectstore import FAMILIES
     from batchscore.errors import OutputLockedError
 
+    if location.scheme not in FAMILIES:
+        msg = (
+            f"{location.uri}: {location.scheme}:// offers no conditional write (create only if absent, replace "
+            "only if unchanged), so two runs could not be kept apart; write the output to s3://, gs://, abfs:// "
+            "or a local path"
+        )
+        raise OSError(msg)
     lock = ObjectStoreLock(location, run_id="")
     try:
         lock.acquire()

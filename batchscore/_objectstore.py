@@ -346,7 +346,7 @@ _PROBLEMS: list[tuple[re.Pattern[str], Callable[[str], str]]] = [
     ),
     (
         re.compile(
-            r"NETWORK_CONNECTION|curlCode|Could not connect|Could not resolve|Connection refused|timed out|timeout"
+            r"NETWORK_CONNECTION|curlCode|Could not connect|Could not resolve|Connection refused|timed out|\btimeout\b"
             r"|error sending request|tcp connect|dns error|Couldn't connect|UNAVAILABLE|Retry policy exhausted",
             re.I,
         ),
@@ -371,7 +371,7 @@ def scrub(text: str) -> str:
 
 def explain(exc: BaseException) -> str | None:
     """One line saying what went wrong with a store and what to check; None if it is not a store error."""
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split("Debug source:", 1)[0].split())  # obstore appends a debug dump
     if not _STORE_ERROR.search(text):
         return None  # a local disk's error says it best itself
     for pattern, say in _PROBLEMS:
@@ -398,6 +398,8 @@ def _os_error(exc: Exception, where: str) -> OSError:
 # -- conditional writes (obstore) ---------------------------------------------------------------
 
 _CLIENTS: dict[tuple[_Store, str], Any] = {}
+_RETRY: dict[str, Any] = {"max_retries": 3, "retry_timeout": timedelta(seconds=30)}
+"""obstore retries for 3 minutes by default: a lock call must give up well within a lock's expiry."""
 
 
 def _client(location: Location) -> tuple[Any, str]:
@@ -455,7 +457,7 @@ def _new_client(store: _Store, bucket: str) -> Any:
                 config["token"] = opts["session_token"]
         else:
             provider = _boto3_credentials()
-        retry = {}
+        retry = dict(_RETRY)
         if "retry_strategy" in opts:
             retry["max_retries"] = max(_retry_strategy(str(opts["retry_strategy"])).max_attempts - 1, 0)
         return S3Store(
@@ -475,7 +477,7 @@ def _new_client(store: _Store, bucket: str) -> Any:
             gcs["skip_signature"] = True
         if "access_token" in opts:
             gcs["bearer_token"] = opts["access_token"]
-        return GCSStore(bucket, config=gcs, client_options=client_options)  # type: ignore[arg-type]
+        return GCSStore(bucket, config=gcs, client_options=client_options, retry_config=_RETRY)  # type: ignore[arg-type]
     azure: dict[str, Any] = {"container_name": bucket}
     account = opts.get("account_name") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
     if account:
@@ -493,7 +495,7 @@ def _new_client(store: _Store, bucket: str) -> Any:
         scheme = str(opts.get("blob_storage_scheme", "https"))
         azure["endpoint"] = f"{scheme}://{opts['blob_storage_authority']}/{account}"
         client_options["allow_http"] = scheme == "http"
-    return AzureStore(config=azure, client_options=client_options)  # type: ignore[arg-type]
+    return AzureStore(config=azure, client_options=client_options, retry_config=_RETRY)  # type: ignore[arg-type]
 
 
 def _boto3_credentials() -> Any:

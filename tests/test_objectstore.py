@@ -281,3 +281,14 @@ def test_signatures_in_urls_never_reach_a_message():
     error = OSError("Error performing PUT https://acct.blob.core.windows.net/c/k?sv=2024&sig=S3CR3T in 2ms - 500")
     assert "S3CR3T" not in _objectstore.scrub(str(error))
     assert "https://acct.blob.core.windows.net/c/k" in _objectstore.scrub(str(error))
+
+
+def test_output_on_a_store_without_conditional_writes_is_refused():
+    pytest.importorskip("fsspec")
+    with pytest.raises(OSError, match=r"memory:// offers no conditional write"):
+        storage.resolve("memory://batchscore-test/out/_batchscore.lock").open_locked()
+
+
+def test_obstore_debug_dumps_do_not_mislead():
+    error = Exception("Object at location k not found: 404\n\nDebug source:\nRetryError { retry_timeout: 180s }")
+    assert _objectstore.explain(error) is None  # not a store-wide problem; no "cannot reach the endpoint"
