@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchscore import storage
 from batchscore.errors import OutputError
 
 
@@ -72,17 +72,11 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def write_report(report: RunReport, path: str) -> None:
-    """Write the report as JSON, atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+def write_report(report: RunReport, path: str, *, options: Mapping[str, Any] | None = None) -> None:
+    """Write the report as JSON, atomically: to a local path or an object store URI."""
+    data = json.dumps({**report.to_dict(), "host": platform.node()}, indent=2) + "\n"
     try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({**report.to_dict(), "host": platform.node()}, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
+        storage.resolve(path, options).write_bytes(data.encode())
     except OSError as exc:
-        msg = f"cannot write report {path}: {exc}; check the path and permissions"
+        msg = f"cannot write report {path}: {storage.describe_os_error(exc)}; check the path and permissions"
         raise OutputError(msg) from exc
