@@ -279,7 +279,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         header=_header(ready, run_id="", started_at=""),
     )
     todo = out.check(files)
-    owner = lock_owner(spec.out)
+    owner = lock_owner(out.root) if isinstance(out, OutputDir) else {}
     if not isinstance(out, OutputDir):
         action = out.plan(files)
     elif out.pending_commit() is not None:

@@ -331,6 +331,9 @@ class LocalLockFile:
         os.lseek(self._fd, 0, os.SEEK_SET)
         _write_all(self._fd, data)
 
+    def check(self) -> None:
+        """Nothing to check: the kernel holds an OS lock for as long as this process lives."""
+
     def release(self, *, unlink: bool = True) -> None:
         """Remove the file (while still holding it), then let go of the lock."""
         if unlink:
