@@ -147,6 +147,12 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
         raise JobSpecError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise JobSpecError(f"{path}: not valid TOML: {exc}; fix the syntax there") from exc
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8"
+        )
+        raise JobSpecError(msg) from exc
     origin: dict[str, str] = {}
     for item in overrides:
         section, key, value = _parse_override(item)

@@ -25,12 +25,12 @@ import pyarrow as pa
 from batchscore import _interrupt, manifest, storage
 from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
-from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
+from batchscore.errors import BatchScoreError, JobSpecError, ModelError, OutputError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.quality import NO_SIDECARS, RunQuality
 from batchscore.reader import InputFile, find_inputs, iter_batches, scan
-from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
+from batchscore.report import Progress, ProgressCallback, RunReport, check_report_path, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
@@ -95,6 +95,8 @@ def prepare(spec: JobSpec) -> Prepared:
     found = find_inputs(spec.inputs, options=options)
     _check_out_apart(spec.out, [f.name for f in found], options)
     files = scan(found, options=options)
+    if spec.report:
+        check_report_path(spec.report)
     model = Model(spec.model, device=spec.device, threads=spec.threads, storage_options=options)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
         msg = (
@@ -107,7 +109,7 @@ def prepare(spec: JobSpec) -> Prepared:
     row_filter = RowFilter(spec.filter) if spec.filter else None
     if row_filter is not None:
         for file in files:
-            row_filter.check(file.columns, source=file.path)
+            row_filter.check(file.full_schema, source=file.path)
     if spec.partition_by:
         columns = list(plan.keep) + [o.name for o in plan.outputs]
         unknown = [c for c in spec.partition_by if c not in columns]
@@ -261,7 +263,10 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
-        write_report(report, spec.report, options=spec.storage_options)
+        try:
+            write_report(report, spec.report, options=spec.storage_options)
+        except OutputError as exc:  # the output is committed: a lost report must not fail the run, nor its retries
+            log.error("the output is committed, but the report is not: %s", exc)
     if quality is not None:
         quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
@@ -406,7 +411,6 @@ def _stream(
     scorer = BatchScorer(
         model,
         plan,
-        batch_size=spec.batch_size,
         on_null=spec.on_null,
         fill_value=spec.fill_value,
         buffers=QUEUE_DEPTH + 2 if overlap else 1,

@@ -4,10 +4,18 @@ Inputs are resolved to a sorted list of files once, their footers are read up
 front (schema, row counts, null statistics) so that a bad file fails the run
 before the first row is scored, and then each file is streamed in batches of
 the requested columns only.
+
+Hive folders (``.../month=7/ds=2026-11-20/part-0.parquet``) become columns typed
+as DuckDB and Polars type them: ``int64`` when every file's value for that key
+is an integer, ``date32`` when every value is a ``YYYY-MM-DD`` date, ``string``
+otherwise. pyarrow's cast parses the values; a type is chosen only when it
+gives every folder name back unchanged, so ``store=0042`` stays the string
+``"0042"``. ``__HIVE_DEFAULT_PARTITION__`` (how Hive and Spark write a null) is a null.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import struct
@@ -19,6 +27,7 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -29,6 +38,10 @@ log = logging.getLogger("batchscore")
 
 WHOLE_ROW_GROUP_ROWS = 1 << 18
 """Row groups up to this many rows are read whole; larger ones are streamed."""
+STREAM_BUFFER_BYTES = 1 << 20
+"""Read-ahead per column when streaming a large row group: its column chunks are read a page at a time
+through buffers of this size instead of whole, so memory does not grow with the row group."""
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,9 @@ class InputFile:
     schema: pa.Schema
     num_rows: int
     partitions: dict[str, str] = field(default_factory=dict)
-    """Hive-style ``key=value`` folders above the file, as string columns."""
+    """Hive-style ``key=value`` folders above the file: the folder names' values, as written."""
+    partition_types: dict[str, pa.DataType] = field(default_factory=dict)
+    """The type of each partition key, inferred over every input file (string where absent)."""
     null_counts: dict[str, int | None] = field(default_factory=dict)
     """Nulls per column from the row-group statistics; None where unknown."""
     size: int = 0
@@ -55,11 +70,20 @@ class InputFile:
         names: list[str] = self.schema.names
         return names + [k for k in self.partitions if k not in names]
 
+    @property
+    def full_schema(self) -> pa.Schema:
+        """The schema of :attr:`columns`: the file's fields, then its typed partition keys."""
+        return pa.schema([self.field(name) for name in self.columns])
+
     def field(self, name: str) -> pa.Field:
-        """The type of a column, partition keys being strings."""
+        """The type of a column, partition keys included."""
         if name in self.schema.names:
             return self.schema.field(name)
-        return pa.field(name, pa.string())
+        return pa.field(name, self.partition_types.get(name, pa.string()))
+
+    def partition_value(self, name: str) -> pa.Scalar:
+        """A partition key's value in this file, of its inferred type."""
+        return _typed(self.partitions[name], self.field(name).type)
 
 
 class Found(NamedTuple):
@@ -203,6 +227,38 @@ def hive_partitions(path: str) -> dict[str, str]:
     return parts
 
 
+def partition_types(partitions: Sequence[dict[str, str]]) -> dict[str, pa.DataType]:
+    """Each hive key's type over all files' values: int64, else date32, else string (see the module doc)."""
+    values: dict[str, list[str]] = {}
+    for folders in partitions:
+        for key, value in folders.items():
+            if value != HIVE_NULL:
+                values.setdefault(key, []).append(value)
+    types = {key: pa.string() for folders in partitions for key in folders}
+    for key, seen in values.items():
+        for candidate in (pa.int64(), pa.date32()):
+            if _parses_back(seen, candidate):
+                types[key] = candidate
+                break
+    return types
+
+
+def _parses_back(values: list[str], dtype: pa.DataType) -> bool:
+    """True when pyarrow parses every value as ``dtype`` and prints each back unchanged."""
+    strings = pa.array(values, pa.string())
+    try:
+        parsed = pc.cast(strings, dtype)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return bool(pc.all(pc.equal(pc.cast(parsed, pa.string()), strings)).as_py())
+
+
+def _typed(value: str, dtype: pa.DataType) -> pa.Scalar:
+    if value == HIVE_NULL:
+        return pa.scalar(None, dtype)
+    return pc.cast(pa.scalar(value, pa.string()), dtype)
+
+
 SCAN_THREADS = 32
 """Footers read at once from an object store: enough to hide a round trip of tens of ms behind the others."""
 
@@ -214,9 +270,12 @@ def scan(paths: Sequence[str | Found], *, options: Mapping[str, Any] | None = No
         for p in paths
     ]
     if len(jobs) < 2 or all(where.local for _, where, _ in jobs):
-        return [_scan_one(*job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, len(jobs)), thread_name_prefix="batchscore-scan") as pool:
-        return list(pool.map(lambda job: _scan_one(*job), jobs))
+        files = [_scan_one(*job) for job in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=min(SCAN_THREADS, len(jobs)), thread_name_prefix="batchscore-scan") as pool:
+            files = list(pool.map(lambda job: _scan_one(*job), jobs))
+    types = partition_types([f.partitions for f in files])  # a hive key's type holds over every file
+    return [dataclasses.replace(f, partition_types={k: types[k] for k in f.partitions}) for f in files]
 
 
 def _scan_one(path: str, where: storage.Location, listed: storage.FileInfo | None) -> InputFile:
@@ -230,6 +289,13 @@ def _scan_one(path: str, where: storage.Location, listed: storage.FileInfo | Non
         schema = pf.schema_arrow
     except (OSError, pa.ArrowException) as exc:
         raise InputDataError(_read_error(path, exc)) from exc
+    twice = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    if twice:
+        msg = (
+            f"Parquet file {path} has column name(s) {', '.join(map(repr, twice))} more than once; "
+            "batchscore needs unique column names: rename the duplicates where the file is written"
+        )
+        raise InputDataError(msg)
     return InputFile(
         path=path,
         schema=schema,
@@ -259,12 +325,24 @@ def _read_footer(where: storage.Location, size: int) -> bytes:
     return tail[-(length + 8) :]
 
 
-def _open_parquet(path: str, where: storage.Location | None) -> pq.ParquetFile:
-    """Local files as before; on an object store, one opened file whose reads are coalesced and prefetched
-    (``pre_buffer``), so only the footer and the column chunks asked for are fetched."""
-    if where is None or where.local:
-        return pq.ParquetFile(path, page_checksum_verification=True)
-    return pq.ParquetFile(where.open_input(), pre_buffer=True, page_checksum_verification=True)
+def _open_parquet(
+    path: str, where: storage.Location | None, *, metadata: pq.FileMetaData | None = None, stream: bool = False
+) -> pq.ParquetFile:
+    """Local files by path; on an object store, one opened file whose reads are coalesced and prefetched
+    (``pre_buffer``), so only the footer and the column chunks asked for are fetched. ``stream``: a buffered
+    stream that reads each column chunk a page at a time (for row groups too large to hold whole)."""
+    source = path if where is None or where.local else where.open_input()
+    if stream:
+        return pq.ParquetFile(
+            source,
+            metadata=metadata,
+            buffer_size=STREAM_BUFFER_BYTES,
+            pre_buffer=False,
+            page_checksum_verification=True,
+        )
+    return pq.ParquetFile(
+        source, metadata=metadata, pre_buffer=not isinstance(source, str), page_checksum_verification=True
+    )
 
 
 def _read_error(path: str, exc: BaseException) -> str:
@@ -303,9 +381,9 @@ def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) ->
     wanted = list(columns)
     in_file = [c for c in wanted if c in file.schema.names]
     try:
-        pf = _open_parquet(file.path, file.location)
         if file.num_rows == 0:
             return
+        pf = _open_parquet(file.path, file.location)
         meta = pf.metadata
         largest = max(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
         if largest <= max(WHOLE_ROW_GROUP_ROWS, batch_size):
@@ -314,6 +392,9 @@ def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) ->
                 for batch in table.to_batches(max_chunksize=batch_size):
                     yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
         else:
+            # A buffered stream reads each column chunk a page at a time: without it (buffer_size=0)
+            # pyarrow loads whole column chunks, and a 15M-row group costs its full compressed size.
+            pf = _open_parquet(file.path, file.location, metadata=meta, stream=True)
             for batch in pf.iter_batches(batch_size=batch_size, columns=in_file, use_threads=True):
                 yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
     except (OSError, pa.ArrowException) as exc:
@@ -326,7 +407,7 @@ def _with_partitions(batch: pa.RecordBatch, file: InputFile, wanted: list[str]) 
         if name in file.schema.names:
             arrays.append(batch.column(name))
         else:
-            arrays.append(pa.repeat(pa.scalar(file.partitions[name], pa.string()), batch.num_rows))
+            arrays.append(pa.repeat(file.partition_value(name), batch.num_rows))
     return pa.RecordBatch.from_arrays(arrays, names=wanted)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable, Mapping
@@ -70,6 +71,25 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def check_report_path(path: str) -> None:
+    """Raise before the first row if the report could not be written: a folder on its path is a file,
+    the path is a folder, or the nearest existing folder is not writable (read-only mount, permissions)."""
+    if storage.is_uri(path) and not path.startswith("file://"):
+        return  # an object store: its errors come with the write, after the commit, as one line
+    if os.path.isdir(path):
+        msg = f"cannot write report {path}: it is a folder; pass --report with a file name, e.g. {path}/report.json"
+        raise OutputError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        msg = f"cannot write report {path}: {folder} is a file, not a folder; pass --report with another path"
+        raise OutputError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"cannot write report {path}: folder {folder} is not writable; pass --report with a writable path"
+        raise OutputError(msg)
 
 
 def write_report(report: RunReport, path: str, *, options: Mapping[str, Any] | None = None) -> None:

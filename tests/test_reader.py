@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_table, write_files
 
+from batchscore import reader
 from batchscore.errors import InputDataError
-from batchscore.reader import find_inputs, hive_partitions, iter_batches, resolve_inputs, scan
+from batchscore.reader import find_inputs, hive_partitions, iter_batches, partition_types, resolve_inputs, scan
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_iter_batches_projects_and_adds_partitions(tmp_path):
     batches = list(iter_batches(info, ["id", "ds", "f1"], batch_size=3))
     assert [b.num_rows for b in batches] == [3, 1, 3, 1, 2] or sum(b.num_rows for b in batches) == 10
     assert batches[0].schema.names == ["id", "ds", "f1"]
-    assert pa.Table.from_batches(batches)["ds"].to_pylist() == ["7"] * 10
+    assert pa.Table.from_batches(batches)["ds"].to_pylist() == [7] * 10  # an int64 column, as DuckDB reads it
 
 
 # -- object stores (issue 13) ----------------------------------------------------------------------
@@ -171,3 +172,48 @@ def test_footer_fingerprint_is_the_manifests(tree):
 
     for file in scan(resolve_inputs([str(tree / "d")])):
         assert file.fingerprint == manifest.footer_sha256(storage.resolve(file.path), file.size)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["7", "12"], pa.int64()),  # month=7, month=12: numbers, as DuckDB and Polars read them
+        (["2026-11-17", "2026-11-18"], pa.date32()),  # ds=...: dates
+        (["7", "x"], pa.string()),  # one value that is no number: the key is a string in every file
+        (["0042", "7"], pa.string()),  # 42 would not give the folder name back: store codes keep their zeros
+        (["-3", "__HIVE_DEFAULT_PARTITION__"], pa.int64()),  # Hive's and Spark's null
+        (["2026-13-01"], pa.string()),  # no such date
+        (["2026-1-5"], pa.string()),  # not YYYY-MM-DD
+        (["99999999999999999999"], pa.string()),  # beyond int64
+        (["eu", "us"], pa.string()),
+    ],
+)
+def test_partition_types_are_inferred_over_every_file(values, expected):
+    assert partition_types([{"key": v} for v in values]) == {"key": expected}
+
+
+def test_typed_partitions_in_every_file(tmp_path):
+    write_files(tmp_path / "month=7" / "ds=2026-11-17", [make_table(3)])
+    write_files(tmp_path / "month=12" / "ds=__HIVE_DEFAULT_PARTITION__", [make_table(2)])
+    files = scan(resolve_inputs([str(tmp_path)]))
+    assert [f.full_schema.field(k).type for f in files for k in ("month", "ds")] == [pa.int64(), pa.date32()] * 2
+    got = pa.Table.from_batches([b for f in files for b in iter_batches(f, ["id", "month", "ds"], batch_size=10)])
+    assert got["month"].to_pylist() == [12, 12, 7, 7, 7]
+    assert got["ds"].to_pylist() == [None, None, *[pa.scalar("2026-11-17").cast(pa.date32()).as_py()] * 3]
+
+
+def test_duplicate_column_names_are_an_input_error(tmp_path):
+    table = pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array([3])], names=["a", "a", "b"])
+    pq.write_table(table, tmp_path / "dup.parquet")
+    with pytest.raises(InputDataError, match=r"dup.parquet has column name\(s\) 'a' more than once; .* rename"):
+        scan([str(tmp_path / "dup.parquet")])
+
+
+def test_a_row_group_larger_than_a_batch_is_streamed_with_the_same_rows(tmp_path, monkeypatch):
+    (path,) = write_files(tmp_path, [make_table(5000, seed=4)], row_group_size=5000)
+    (info,) = scan([str(path)])
+    whole = pa.Table.from_batches(list(iter_batches(info, ["id", "f3"], batch_size=5000)))
+    monkeypatch.setattr(reader, "WHOLE_ROW_GROUP_ROWS", 100)  # the buffered, page-at-a-time path
+    streamed = list(iter_batches(info, ["id", "f3"], batch_size=700))
+    assert max(b.num_rows for b in streamed) == 700
+    assert pa.Table.from_batches(streamed).equals(whole)

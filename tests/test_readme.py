@@ -85,3 +85,10 @@ def test_readme_object_storage_command_runs_against_a_local_s3_server(s3_server,
     names = {f.base_name for f in found}
     assert {"_SUCCESS", "_batchscore.json", "part-00000.parquet"} <= names and "_batchscore.lock" not in names
     assert fs.get_file_info("lake/reports/2026-11-20.json").type == pafs.FileType.File
+
+
+def test_license_is_the_apache_2_text_pyproject_declares():
+    text = (ROOT / "LICENSE").read_text()
+    assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) > 200  # the full text, not a stub
