@@ -154,6 +154,15 @@ BatchSize = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        help="Object-store setting for every s3://, gs:// or abfs:// path (repeatable), by pyarrow's name: "
+        "endpoint_override=HOST:PORT, scheme=http, region=..., anonymous=true, retry_strategy=standard:5.",
+    ),
+]
 LogFormat = Annotated[
     str,
     typer.Option(
@@ -284,6 +293,7 @@ def score(
         typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
     report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
+    storage_options: StorageOptions = None,
     reference: Reference = None,
     max_psi: MaxPsi = None,
     max_null_rate_change: MaxNullRateChange = None,
@@ -323,6 +333,7 @@ def score(
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
+            storage_options=parse_assignments(storage_options, flag="--storage-option"),
             summary=summary,
             **_drift_options(reference, max_psi, max_null_rate_change, on_drift),
         )
@@ -425,6 +436,7 @@ def inspect(
     with_score: WithScore = False,
     on_null: OnNull = "error",
     device: Device = "cpu",
+    storage_options: StorageOptions = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping.
@@ -451,6 +463,7 @@ def inspect(
             with_score=with_score,
             on_null=on_null,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
+            storage_options=parse_assignments(storage_options, flag="--storage-option"),
         )
         if data:
             ready = pipeline.prepare(spec)
@@ -458,7 +471,7 @@ def inspect(
         else:
             from batchscore.model import Model
 
-            info = Model(model, device=spec.device).describe()
+            info = Model(model, device=spec.device, storage_options=spec.storage_options).describe()
     typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
 
 

@@ -22,6 +22,10 @@
     max_null_rate_change = 0.1
     on_drift = "warn"                                # or "fail": exit 6 after the commit
 
+``[storage]`` holds object-store options for every path (pyarrow's names:
+``endpoint_override = "127.0.0.1:9000"``, ``region``, ``scheme``, ``anonymous``, ...);
+a path may be a URI (``s3://bucket/prefix``), left as it is.
+
 Required: ``model.path``, ``input.paths``, ``output.path``. ``{ds}``,
 ``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths (``drift.reference`` too) and the filter.
 Relative paths resolve against the job file's folder, wherever the scheduler
@@ -43,6 +47,7 @@ from typing import Any
 
 from batchscore.errors import JobSpecError
 from batchscore.spec import JobSpec
+from batchscore.storage import is_uri
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,7 @@ KEYS: dict[str, dict[str, _Key]] = {
     "run": {
         "batch_size": _Key("batch_size", "int"),
     },
+    "storage": {},  # any key: pyarrow's storage option names, checked by JobSpec
     "drift": {
         "reference": _Key("reference", "str", path=True),
         "max_psi": _Key("max_psi", "float"),
@@ -157,6 +163,7 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
     variables = template_vars(ds)
     folder = os.path.dirname(path)
     fields: dict[str, Any] = {}
+    storage_options: dict[str, Any] = {}
     sections = "[" + "], [".join(KEYS) + "]"
     for section, table in data.items():
         known = KEYS.get(section)
@@ -171,6 +178,9 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
         for key, value in table.items():
             name = f"{section}.{key}"
             where = f"{path} ({origin[name]})" if name in origin else path
+            if section == "storage":
+                storage_options[key] = _storage_value(value, name=name, where=where)
+                continue
             spec_key = known.get(key)
             if spec_key is None:
                 msg = (
@@ -186,7 +196,7 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
         msg = f"{path}: missing required key(s) {', '.join(map(repr, missing))}; add them (see README, Running nightly)"
         raise JobSpecError(msg)
     try:
-        return JobSpec(**fields, job=path)
+        return JobSpec(**fields, job=path, storage_options=storage_options)
     except JobSpecError as exc:
         raise JobSpecError(f"{path}: {exc}") from exc
 
@@ -237,6 +247,13 @@ def _convert(value: object, key: _Key, *, name: str, where: str, env: dict[str, 
     return value
 
 
+def _storage_value(value: object, *, name: str, where: str) -> object:
+    if isinstance(value, str | int | float | bool):
+        return value
+    msg = f"{where}: key {name!r} must be a string, number or true/false, got {_toml_type(value)} {value!r}"
+    raise JobSpecError(msg)
+
+
 def _is_names(value: object) -> bool:
     return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
@@ -256,6 +273,8 @@ def _fill(text: str, variables: dict[str, str], *, name: str, where: str) -> str
 
 
 def _path(text: str, folder: str) -> str:
+    if is_uri(text):
+        return text  # s3://bucket/key: nothing to resolve against the job's folder
     text = os.path.expanduser(text)
     return text if os.path.isabs(text) else os.path.normpath(os.path.join(folder, text))
 

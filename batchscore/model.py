@@ -13,6 +13,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +26,7 @@ from onnx import helper
 from batchscore.errors import ModelError
 from batchscore.session import create_session
 from batchscore.spec import Device, check_model_options
+from batchscore.storage import describe_os_error, is_uri, resolve
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -60,23 +62,49 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _read_remote(uri: str, options: Mapping[str, Any] | None) -> bytes:
+    """The model's bytes from an object store, read once: they are hashed, checked and loaded from memory."""
+    try:
+        where = resolve(uri, options)
+        if not where.is_file():
+            msg = f"model {uri!r} does not exist; pass --model with the URI of an .onnx object"
+            raise ModelError(msg)
+        return where.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read model {uri}: {describe_os_error(exc)}"
+        raise ModelError(msg) from exc
+
+
 class Model:
     """A loaded ONNX model with an onnxruntime session on the chosen device."""
 
-    def __init__(self, path: str | os.PathLike[str], *, device: Device = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: Device = "auto",
+        threads: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
         check_model_options(device=device, threads=threads)
         if not isinstance(path, str | os.PathLike):
             msg = f"model must be the path of an .onnx file, got {type(path).__name__} {path!r}"
             raise ModelError(msg)
         path = os.fspath(path)
         self.path = path
-        if not os.path.isfile(path):
-            msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
-            raise ModelError(msg)
-        self.size = os.path.getsize(path)
-        self.sha256 = file_sha256(path)
+        data = _read_remote(path, storage_options) if is_uri(path) and not path.startswith("file://") else None
+        if data is not None:
+            self.size = len(data)
+            self.sha256 = hashlib.sha256(data).hexdigest()
+        else:
+            path = path.removeprefix("file://")
+            if not os.path.isfile(path):
+                msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
+                raise ModelError(msg)
+            self.size = os.path.getsize(path)
+            self.sha256 = file_sha256(path)
         try:
-            proto = onnx.load(path, load_external_data=False)
+            proto = onnx.load_from_string(data) if data is not None else onnx.load(path, load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError, OSError, ...
             msg = f"cannot load ONNX model {path}: {' '.join(str(exc).split())}; check that it is a complete .onnx file"
             raise ModelError(msg) from exc
@@ -93,7 +121,7 @@ class Model:
         """The column names the model was trained on, in order, when its exporter stored them
         (``metadata_props`` key ``feature_names``: a JSON list or comma-separated names)."""
         self.kind = self._classify()
-        model_source: str | bytes = path
+        model_source: str | bytes = path if data is None else data
         if self.zipmap_removed:
             model_source = proto.SerializeToString()
         del proto

@@ -95,6 +95,8 @@ class JobSpec:
     """A column whose null rate moves by more than this (a share, 0.1 = 10 points) has drifted."""
     on_drift: OnDrift = "warn"
     """Drift over the limits: log a warning, or fail (exit 6) after committing the output."""
+    storage_options: Mapping[str, str | int | float | bool] = field(default_factory=dict, hash=False, repr=False)
+    """Object-store settings for every path of the run (pyarrow's names: endpoint_override, region, ...)."""
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -165,6 +167,10 @@ class JobSpec:
             if dupes:
                 msg = f"{name} names {', '.join(map(repr, dupes))} more than once; list each column once"
                 raise JobSpecError(msg)
+        if self.storage_options:
+            from batchscore._objectstore import check_options
+
+            object.__setattr__(self, "storage_options", check_options(self.storage_options))
         object.__setattr__(self, "input_columns", _column_map(self.input_columns))
         object.__setattr__(self, "output_columns", _output_map(self.output_columns))
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

@@ -305,6 +305,71 @@ def sandbox(tmp_path: Path) -> Path:
     return root
 
 
+# --- object stores: real servers on 127.0.0.1, one per test session (per xdist worker) (issue 13) ---
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server in a subprocess, with test credentials in the environment; skipped if it cannot start."""
+    from servers import CREDENTIALS, free_port, moto_command, serve
+
+    port = free_port()
+    command = moto_command(port)
+    if isinstance(command, str):
+        pytest.skip(f"no S3 server: {command}")
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in CREDENTIALS.items():
+            env.setenv(key, value)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        env.delenv("AWS_PROFILE", raising=False)
+        with serve("moto", command, port) as server:
+            if isinstance(server, str):
+                pytest.skip(f"no S3 server: {server}")
+            yield server
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A fresh bucket on the S3 server."""
+    from servers import Bucket, new_bucket
+
+    return Bucket(s3_server, "s3", new_bucket(s3_server))
+
+
+GCS_BUCKET = "batchscore-test"
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """gcp-storage-emulator in a subprocess (in memory); skipped if it cannot start."""
+    from servers import free_port, gcs_command, serve
+
+    port = free_port()
+    command = gcs_command(port, GCS_BUCKET)
+    if isinstance(command, str):
+        pytest.skip(f"no GCS emulator: {command}")
+    with serve("gcs", command, port) as server:
+        if isinstance(server, str):
+            pytest.skip(f"no GCS emulator: {server}")
+        yield server
+
+
+@pytest.fixture
+def gcs(gcs_server):
+    """A fresh prefix in the GCS emulator's bucket."""
+    import uuid
+
+    from servers import Bucket
+
+    return Bucket(gcs_server, "gs", f"{GCS_BUCKET}/t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote(request):
+    """A fresh place on each object store: an S3 bucket, then a GCS prefix."""
+    return request.getfixturevalue("s3" if request.param == "s3" else "gcs")
+
+
 # --- nightly Delta tables (issue 14) ---
 
 DAYS = {"2026-11-20": 3000, "2026-11-21": 2500}
