@@ -419,7 +419,7 @@ def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
     )
 
 
-@app.command(cls=_Command, short_help="Show a model's inputs and outputs; with --data, the column mapping.")
+@app.command(cls=_Command, short_help="Show a model's inputs and outputs, or a Delta table's versions.")
 def inspect(
     model: Annotated[
         str, typer.Argument(metavar="MODEL", help="The ONNX model file, or a Delta table to show its history.")

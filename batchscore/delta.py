@@ -144,7 +144,7 @@ def unit_of(files: Sequence[InputFile], partition_by: Sequence[str]) -> Unit:
             )
             raise JobSpecError(msg)
         if column in file.partitions and column not in file.schema.names:
-            values.add(file.partitions[column])
+            values.add(file.partition_value(column).as_py())  # typed as the reader types it (issue 9)
             continue
         for batch in iter_batches(file, [column], batch_size=1 << 20):
             values.update(pc.unique(batch.column(0)).to_pylist())

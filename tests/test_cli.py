@@ -323,7 +323,7 @@ def test_help_documents_the_contract():
     # every command's line in the list is a whole sentence, not cut at "Score INPUT..."
     assert "  score    Score Parquet files with a model into an output folder.\n" in top.stdout
     assert "  run      Run a job file (TOML), as cron or Airflow does.\n" in top.stdout
-    assert "  inspect  Show a model's inputs and outputs; with --data, the column mapping.\n" in top.stdout
+    assert "  inspect  Show a model's inputs and outputs, or a Delta table's versions.\n" in top.stdout
     assert "  report   Show an output's summary and its drift against a reference.\n" in top.stdout
     assert "--install-completion" in top.stdout  # shell completion is on
     assert cli("--version").stdout.startswith("batchscore ")
@@ -335,7 +335,7 @@ def test_help_documents_the_contract():
     [
         ("score", "Usage: batchscore score [OPTIONS] INPUT...", "  INPUT...  Parquet files"),
         ("run", "Usage: batchscore run [OPTIONS] JOB", "  JOB  The job file"),
-        ("inspect", "Usage: batchscore inspect [OPTIONS] MODEL", "  MODEL  The ONNX model file."),
+        ("inspect", "Usage: batchscore inspect [OPTIONS] MODEL", "  MODEL  The ONNX model file"),
         ("report", "Usage: batchscore report [OPTIONS] OUT", "  OUT  An output folder"),
     ],
 )

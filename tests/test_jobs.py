@@ -205,7 +205,8 @@ def test_nightly_delta_job_commits_one_night_and_replaces_it_on_request(tmp_path
     command = f"batchscore run {job} --ds 2026-11-20 --set output.path={table} -q"
     assert (first := shell(command, cwd=tmp_path)).returncode == 0, first.stderr
     scores = pl.read_delta(str(table))
-    assert scores.height == DEMO_ROWS["2026-11-20"] and scores["ds"].unique().to_list() == ["2026-11-20"]
+    assert scores.height == DEMO_ROWS["2026-11-20"]
+    assert scores["ds"].cast(pl.String).unique().to_list() == ["2026-11-20"]  # a ds= folder is a date (issue 9)
 
     assert (retry := shell(command, cwd=tmp_path)).returncode == 0, retry.stderr  # a retried task: nothing to do
     assert (again := shell(command + " --set output.mode=overwrite", cwd=tmp_path)).returncode == 0, again.stderr
@@ -218,5 +219,5 @@ def test_nightly_delta_job_commits_one_night_and_replaces_it_on_request(tmp_path
         (1, "ds=2026-11-20", DEMO_ROWS["2026-11-20"]),  # replaced, not appended
         (0, "ds=2026-11-20", DEMO_ROWS["2026-11-20"]),
     ]
-    days = pl.read_delta(str(table)).group_by("ds").len().sort("ds").rows()
+    days = pl.read_delta(str(table)).group_by(pl.col("ds").cast(pl.String)).len().sort("ds").rows()  # ds: a date
     assert days == [("2026-11-19", DEMO_ROWS["2026-11-19"]), ("2026-11-20", DEMO_ROWS["2026-11-20"])]
