@@ -4,6 +4,7 @@ conditional write) is tested on S3 (tests/test_s3.py, tests/test_objectstore.py)
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def test_score_inputs_and_model_from_gcs(gcs, models, tmp_path):
     x = np.column_stack([local[c].to_numpy() for c in FEATURES]).astype(np.float32)
     labels, _ = direct_run(models["logreg"], x)
     assert scores["id"].to_pylist() == local["id"].to_pylist()
-    assert scores["ds"].to_pylist() == ["2026-11-19"] * 200 + ["2026-11-20"] * 200
+    days = [date(2026, 11, 19)] * 200 + [date(2026, 11, 20)] * 200  # hive folders became a date column
+    assert scores["ds"].to_pylist() == days
     assert scores["prediction"].to_pylist() == labels.tolist()
 
 

@@ -89,7 +89,8 @@ def test_scores_match_onnxruntime_from_hive_folders_and_globs(lake, models):
     x = np.column_stack([inputs[c].to_numpy() for c in FEATURES]).astype(np.float32)
     labels, probabilities = direct_run(models["logreg"], x)
     assert scores["id"].to_pylist() == inputs["id"].to_pylist()
-    assert scores["ds"].to_pylist() == ["2026-11-19"] * 600 + ["2026-11-20"] * 600  # hive folders became a column
+    days = [date(2026, 11, 19)] * 600 + [date(2026, 11, 20)] * 600  # hive folders became a date column
+    assert scores["ds"].to_pylist() == days  # hive folders became a column
     assert scores["prediction"].to_pylist() == labels.tolist()
     np.testing.assert_allclose(scores["prob_0"].to_numpy(), probabilities[:, 0], rtol=1e-6)
     report = json.loads(lake.get("reports/run.json"))
