@@ -9,6 +9,7 @@ from batchscore._version import __version__
 from batchscore.errors import (
     BatchScoreError,
     DeviceUnavailableError,
+    EngineError,
     InputDataError,
     JobSpecError,
     ModelError,
@@ -28,6 +29,7 @@ from batchscore.spec import JobSpec
 __all__ = [
     "BatchScoreError",
     "DeviceUnavailableError",
+    "EngineError",
     "InputDataError",
     "JobSpec",
     "JobSpecError",

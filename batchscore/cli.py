@@ -162,6 +162,26 @@ def score(
         typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
     report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            metavar="local|processes|ray",
+            help="Who scores: this process, worker processes on this machine, or Ray actors (same output).",
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="Worker processes or Ray actors. Default: one per core (per CPU or GPU of the cluster)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR",
+            help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001. Default: RAY_ADDRESS, or a local one.",
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -192,6 +212,9 @@ def score(
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
+            engine=engine,  # type: ignore[arg-type]
+            workers=workers,
+            ray_address=ray_address,
         )
         _score(spec, quiet=quiet, log_format=log_format)
 

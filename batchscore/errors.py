@@ -12,10 +12,12 @@
     +-- OutputError                 exit 5  output cannot be written
         +-- OutputExistsError       exit 5  output exists and mode=error, or cannot be resumed
         +-- OutputLockedError       exit 5  another live run is writing the same output
+    +-- EngineError                 exit 6  a worker process died, or the Ray cluster is unreachable or lost
 
 Every message is one line: where (file, column, model input), what was expected,
 what was found, and the fix. Errors take a single message argument so that they
-pickle (Ray workers send them back to the driver).
+pickle (worker processes and Ray actors send them back to the driver, which
+raises the same class with the same message).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "BatchScoreError",
     "DeviceUnavailableError",
+    "EngineError",
     "InputDataError",
     "JobSpecError",
     "ModelError",
@@ -89,3 +92,9 @@ class OutputExistsError(OutputError):
 
 class OutputLockedError(OutputError):
     """Another live run holds the output folder's lock."""
+
+
+class EngineError(BatchScoreError):
+    """The engine running the tasks failed: a worker died, or the Ray cluster cannot be reached or was lost."""
+
+    exit_code = 6

@@ -51,7 +51,11 @@ class RunReport:
     seconds: float = 0.0
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    """This process's peak memory; workers of the processes and ray engines have their own."""
     started_at: str = ""
+    engine: str = "local"
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    """What each worker did: ``worker``, ``host``, ``pid``, ``tasks``, ``rows`` (and ``model_loads``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

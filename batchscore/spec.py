@@ -19,6 +19,7 @@ OnNull = Literal["error", "fill", "skip"]
 ProbFormat = Literal["columns", "list"]
 Mode = Literal["error", "overwrite", "resume"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
+EngineName = Literal["local", "processes", "ray"]
 
 DEFAULT_BATCH_SIZE = 65536
 
@@ -64,6 +65,13 @@ class JobSpec:
     """The approved model's sha256: any other model file is refused before a row is read."""
     report: str | None = None
     """Path of a JSON run report to write, if any."""
+    engine: EngineName = "local"
+    """Who runs the tasks: this process's threads, worker processes on this machine, or Ray actors."""
+    workers: int | None = None
+    """Worker processes or Ray actors; None: one per core (processes), per CPU or GPU of the cluster (ray)."""
+    ray_address: str | None = None
+    """The Ray cluster to connect to (``auto``, ``host:port``, ``ray://host:10001``); None: ``RAY_ADDRESS``, or a
+    local cluster started for the run."""
     job: str | None = None
     """The job file this spec came from (lineage only)."""
 
@@ -73,6 +81,19 @@ class JobSpec:
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
         _check_choice("compression", self.compression, Compression)
+        _check_choice("engine", self.engine, EngineName)
+        if self.workers is not None and self.workers < 1:
+            msg = f"workers must be at least 1, got {self.workers}; omit it for one per core"
+            raise JobSpecError(msg)
+        if self.workers is not None and self.engine == "local":
+            msg = (
+                f"workers = {self.workers} needs engine processes or ray (the local engine is one process); "
+                "pass --engine processes, or leave --workers out"
+            )
+            raise JobSpecError(msg)
+        if self.ray_address is not None and self.engine != "ray":
+            msg = f"ray_address {self.ray_address!r} needs engine ray; pass --engine ray, or leave --ray-address out"
+            raise JobSpecError(msg)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
             raise JobSpecError(msg)

@@ -47,7 +47,15 @@ STAGING_PREFIX = "_staging-"
 
 def part_name(index: int) -> str:
     """``part-00000.parquet``: one part per input file, in sorted input order."""
-    return f"part-{index:05d}.parquet"
+    return f"{part_stem(index)}.parquet"
+
+
+def part_stem(index: int, piece: int | None = None) -> str:
+    """``part-00000``, or ``part-00000-001`` for the second piece of an input file split into tasks.
+
+    Pieces sort after nothing of another file and in their own order, so sorted names are input order.
+    """
+    return f"part-{index:05d}" if piece is None else f"part-{index:05d}-{piece:03d}"
 
 
 class OutputDir:
@@ -66,9 +74,13 @@ class OutputDir:
     ) -> None:
         self.path = path
         self.mode = mode
-        self.staging = os.path.join(path, f"{STAGING_PREFIX}{run_id}")
-        self.metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
-        self.compression = compression
+        self.staging = Staging(
+            os.path.join(path, f"{STAGING_PREFIX}{run_id}"),
+            metadata=metadata,
+            compression=compression,
+            partition_by=tuple(partition_by or ()),
+        )
+        """Where parts are written before the commit; picklable, so workers in other processes write there too."""
         self.partition_by = list(partition_by or ())
         self.header = dict(header or {})
         """Identity and lineage written at the top of the manifest (model_sha256, spec_hash, ...)."""
@@ -123,7 +135,7 @@ class OutputDir:
             todo = self.check(files)
             if self.mode == "resume" and not self.complete:
                 self._start_resume(len(files))
-            os.makedirs(self.staging)
+            os.makedirs(self.staging.path)
         except BaseException:
             self.close()
             raise
@@ -175,49 +187,16 @@ class OutputDir:
     # -- writing ------------------------------------------------------------------------------
 
     def write_part(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, dictionary: Sequence[str] = ()
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
     ) -> list[str]:
-        """Write one part into the staging area; its file names relative to the staging area.
-
-        ``dictionary`` names the columns to dictionary-encode (see :func:`dictionary_columns`).
-        """
-        schema = schema.with_metadata(self.metadata)
-        if self.partition_by:
-            return self._write_partitioned(index, schema, batches, dictionary)
-        name = part_name(index)
-        part = PartWriter(os.path.join(self.staging, name), schema, dictionary, compression=self.compression)
-        for batch in batches:
-            part.write(batch)
-        part.close()
-        return [name]
-
-    def _write_partitioned(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], dictionary: Sequence[str]
-    ) -> list[str]:
-        import pyarrow.dataset as ds  # 0.1 s of import time that unpartitioned runs skip
-
-        written: list[str] = []
-        try:
-            ds.write_dataset(
-                batches,
-                self.staging,
-                schema=schema,
-                format="parquet",
-                partitioning=self.partition_by,
-                partitioning_flavor="hive",
-                basename_template=f"part-{index:05d}-{{i}}.parquet",
-                existing_data_behavior="overwrite_or_ignore",
-                preserve_order=True,
-                max_rows_per_group=ROW_GROUP_ROWS,
-                file_options=ds.ParquetFileFormat().make_write_options(
-                    compression=self.compression, use_dictionary=[c for c in dictionary if c not in self.partition_by]
-                ),
-                file_visitor=lambda f: written.append(os.path.relpath(f.path, self.staging)),
-            )
-        except (OSError, pa.ArrowException) as exc:
-            msg = f"cannot write output part {index} into {self.staging}: {exc}; check free space and permissions"
-            raise OutputError(msg) from exc
-        return sorted(written)
+        """Write one part into the staging area (see :meth:`Staging.write_part`)."""
+        return self.staging.write_part(index, schema, batches, dictionary=dictionary, piece=piece)
 
     def finish_part(self, index: int, entry: dict[str, Any]) -> None:
         """A part is written: in resume mode commit it now, otherwise keep it staged."""
@@ -234,7 +213,7 @@ class OutputDir:
     def commit(self, parts: int, lineage: dict[str, Any]) -> list[str]:
         """Move every staged part into place, drop stale old parts, write the manifest, then ``_SUCCESS``."""
         if sorted(self.parts) != list(range(parts)):
-            msg = f"internal error: {len(self.parts)} of {parts} parts written in {self.staging}"
+            msg = f"internal error: {len(self.parts)} of {parts} parts written in {self.staging.path}"
             raise OutputError(msg)
         names = [f for i in range(parts) for f in self.parts[i]["files"]]
         try:
@@ -249,7 +228,7 @@ class OutputDir:
             manifest.write(self.path, self._manifest(complete=True))
             with open(os.path.join(self.path, SUCCESS), "wb"):
                 pass
-            shutil.rmtree(self.staging, ignore_errors=True)
+            shutil.rmtree(self.staging.path, ignore_errors=True)
         except OSError as exc:
             msg = f"cannot commit output into {self.path}: {exc}; check free space and permissions"
             raise OutputError(msg) from exc
@@ -258,7 +237,7 @@ class OutputDir:
 
     def close(self) -> None:
         """Remove the staging area and let go of the lock; committed output is left as it is."""
-        shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.staging.path, ignore_errors=True)
         self._lock.release()
         if self._created:
             with contextlib.suppress(OSError):
@@ -277,7 +256,81 @@ class OutputDir:
         for name in names:
             dest = os.path.join(self.path, name)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            os.replace(os.path.join(self.staging, name), dest)
+            os.replace(os.path.join(self.staging.path, name), dest)
+
+
+class Staging:
+    """The staging folder of one run, ``DIR/_staging-<run id>/``: parts are written here, the driver commits them.
+
+    It pickles (a path and the write options), so a worker in another process, or on
+    another machine sharing the folder, writes its parts where the driver will commit them.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        metadata: dict[str, Any],
+        compression: Compression = "zstd",
+        partition_by: Sequence[str] = (),
+    ) -> None:
+        self.path = path
+        self.metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
+        self.compression: Compression = compression
+        self.partition_by = list(partition_by)
+
+    def write_part(
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
+    ) -> list[str]:
+        """Write one part; its file names relative to the staging folder.
+
+        ``dictionary`` names the columns to dictionary-encode (see :func:`dictionary_columns`);
+        ``piece`` numbers the parts of an input file scored in several tasks (``part-00000-001.parquet``).
+        """
+        schema = schema.with_metadata(self.metadata)
+        stem = part_stem(index, piece)
+        if self.partition_by:
+            return self._write_partitioned(stem, schema, batches, dictionary)
+        name = f"{stem}.parquet"
+        part = PartWriter(os.path.join(self.path, name), schema, dictionary, compression=self.compression)
+        for batch in batches:
+            part.write(batch)
+        part.close()
+        return [name]
+
+    def _write_partitioned(
+        self, stem: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], dictionary: Sequence[str]
+    ) -> list[str]:
+        import pyarrow.dataset as ds  # 0.1 s of import time that unpartitioned runs skip
+
+        written: list[str] = []
+        try:
+            ds.write_dataset(
+                batches,
+                self.path,
+                schema=schema,
+                format="parquet",
+                partitioning=self.partition_by,
+                partitioning_flavor="hive",
+                basename_template=f"{stem}-{{i}}.parquet",
+                existing_data_behavior="overwrite_or_ignore",
+                preserve_order=True,
+                max_rows_per_group=ROW_GROUP_ROWS,
+                file_options=ds.ParquetFileFormat().make_write_options(
+                    compression=self.compression, use_dictionary=[c for c in dictionary if c not in self.partition_by]
+                ),
+                file_visitor=lambda f: written.append(os.path.relpath(f.path, self.path)),
+            )
+        except (OSError, pa.ArrowException) as exc:
+            msg = f"cannot write output {stem} into {self.path}: {exc}; check free space and permissions"
+            raise OutputError(msg) from exc
+        return sorted(written)
 
 
 def committed_files(folder: str) -> list[str]:
