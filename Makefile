@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 ## test: the test suite (no GPU needed; GPU tests skip)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 ## lint: ruff and mypy
 lint: $(STAMP)
