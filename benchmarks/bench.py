@@ -16,6 +16,12 @@ child processes the contender reaped).  Contenders per model:
 * ``polars``     -- ``pl.scan_parquet(f).collect()`` + one ``session.run`` per file;
 * ``batchscore`` -- ``python -m batchscore score ...`` end to end.
 
+Then the engines (``--engine-models``, default logreg and mlp), side by side on the
+same files: ``local`` (the default engine), ``processes`` (2 workers), ``ray`` (a local
+cluster started by the run) and ``raydata``, the plain Ray Data pipeline a user writes
+(``read_parquet -> map_batches(actor class) -> write_parquet``), with rows/s and the peak
+memory of all their processes together (``launch.py`` samples the process tree).
+
 Plus data-wide stage-alone numbers (Parquet read, float64->float32
 conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
 files vs all of them) and its start-up time.  The results are printed as
@@ -79,7 +85,10 @@ RSS_LIMIT_MB = 500.0
 RSS_FLAT_LIMIT = 0.10
 STARTUP_LIMIT_S = 1.0
 
-E2E = ("plain", "polars", "batchscore")
+E2E = ("plain", "polars", "batchscore", "local", "processes", "ray", "raydata")
+ENGINES = ("local", "processes", "ray", "raydata")
+ENGINE_MODELS = ("logreg", "mlp")
+ENGINE_WORKERS = 2
 
 
 def log(msg: str = "") -> None:
@@ -103,6 +112,8 @@ class ChildResult:
     stdout: str
     stderr: str
     timed_out: bool = False
+    tree_peak_mb: float = 0.0
+    """Peak memory of all the command's processes together (PSS), for the engines."""
 
     @property
     def ok(self) -> bool:
@@ -166,6 +177,7 @@ def run_child(
             stdout=stdout,
             stderr=stderr,
             timed_out=bool(meas["timed_out"]),
+            tree_peak_mb=float(meas.get("tree_peak_kb", 0)) / 1024.0,
         )
 
 
@@ -217,6 +229,7 @@ def run_worker(name: str, spec: dict[str, Any], timeout_s: float) -> Measurement
     """Run one ``worker.py`` kind in a fresh interpreter and parse its JSON line."""
     res = run_child([sys.executable, str(WORKER), json.dumps(spec)], timeout_s)
     m = Measurement(name=name, wall_s=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    m.extra["tree_peak_mb"] = round(res.tree_peak_mb, 1)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         return m
@@ -241,8 +254,10 @@ def count_parquet_rows(path: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in sorted(path.rglob("*.parquet")))
 
 
-def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Path) -> list[str]:
-    """The ``batchscore score`` command line the benchmark runs."""
+def batchscore_cmd(
+    files: Sequence[Path], model: Path, out_dir: Path, report: Path, extra: Sequence[str] = ()
+) -> list[str]:
+    """The ``batchscore score`` command line the benchmark runs (``extra``: e.g. ``--engine processes``)."""
     return [
         sys.executable,
         "-m",
@@ -262,19 +277,29 @@ def batchscore_cmd(files: Sequence[Path], model: Path, out_dir: Path, report: Pa
         "--quiet",
         "--report",
         str(report),
+        *extra,
     ]
 
 
 def run_batchscore(
-    files: Sequence[Path], model: Path, out_dir: Path, timeout_s: float, expect_rows: int
+    files: Sequence[Path],
+    model: Path,
+    out_dir: Path,
+    timeout_s: float,
+    expect_rows: int,
+    *,
+    name: str = "batchscore",
+    extra: Sequence[str] = (),
+    keep_output: bool = False,
 ) -> Measurement:
     """Run the batchscore CLI end to end; never raises on a batchscore failure."""
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report), timeout_s)
-    m = Measurement(name="batchscore", wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, extra), timeout_s)
+    m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    m.extra["tree_peak_mb"] = round(res.tree_peak_mb, 1)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         log(f"    batchscore FAILED ({m.error.splitlines()[0] if m.error else ''})")
@@ -300,7 +325,8 @@ def run_batchscore(
     if written != expect_rows:
         m.extra["warning"] = f"output has {written} rows, expected {expect_rows}"
         log(f"    WARNING: batchscore output has {written:,} rows, expected {expect_rows:,}")
-    shutil.rmtree(out_dir, ignore_errors=True)
+    if not keep_output:
+        shutil.rmtree(out_dir, ignore_errors=True)
     report.unlink(missing_ok=True)
     return m
 
@@ -506,6 +532,88 @@ def bench_model(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.
     return {"files": len(files), "rows": rows, "note": note, "contenders": results}
 
 
+def output_facts(out_dir: Path) -> dict[str, Any]:
+    """How an output looks to its reader: files, whether ids come in input order, whether _SUCCESS is there."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in out_dir.rglob("*.parquet") if not p.name.startswith(("_", ".")))
+    previous, ordered = -1, True
+    for part in parts:
+        ids = pq.read_table(part, columns=["id"])["id"].to_numpy()
+        if len(ids) and (ids[0] <= previous or (ids[1:] < ids[:-1]).any()):
+            ordered = False
+            break
+        previous = int(ids[-1]) if len(ids) else previous
+    return {"files_out": len(parts), "in_order": ordered, "success_marker": (out_dir / "_SUCCESS").exists()}
+
+
+def bench_engines(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.Namespace) -> dict[str, Measurement]:
+    """The engines side by side on one model's files: rows/s and the peak memory of all their processes."""
+    files, rows, note = files_for_model(ds, model, caps=not args.no_caps)
+    log(f"engines, model {model}: {len(files)} files, {rows:,} rows{'  [' + note + ']' if note else ''}")
+    results: dict[str, Measurement] = {}
+    for engine in ENGINES:
+        if engine in args.skip or engine not in args.engines:
+            continue
+        out_dir = out_root / "engines" / model / engine
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if engine == "raydata":
+            spec = {
+                "kind": "raydata",
+                "files": [str(f) for f in files],
+                "features": list(datagen.FEATURES),
+                "model": str(ds.models[model]),
+                "out_dir": str(out_dir),
+                "actors": ENGINE_WORKERS,
+            }
+            m = run_worker("raydata", spec, args.raydata_timeout)
+            if not m.ok and "timed out" in m.error:
+                m.error = f"hung: no result after {args.raydata_timeout:.0f} s (see ray-project/ray#44687)"
+        else:
+            extra = ["--engine", engine]
+            if engine != "local":
+                extra += ["--workers", str(ENGINE_WORKERS)]
+            m = run_batchscore(
+                files, ds.models[model], out_dir, args.child_timeout, rows, name=engine, extra=extra, keep_output=True
+            )
+        if m.ok:
+            m.extra.update(output_facts(out_dir))
+        else:
+            log(f"    {engine} FAILED: {m.error.splitlines()[0] if m.error else ''}")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        results[engine] = m
+        log(
+            f"  {engine:<10} {fmt_rate(m.rows_per_s):>8} rows/s  {m.extra.get('tree_peak_mb', 0):7.0f} MB all processes"
+            f"  {m.wall_s:6.2f} s wall"
+        )
+    return results
+
+
+def print_engine_table(model: str, engines: dict[str, Measurement]) -> None:
+    """Per-model engine table: rows/s over the whole run, peak memory of all processes, what the output is."""
+    log()
+    log(f"== engines, {model} ({ENGINE_WORKERS} workers where it applies)")
+    rows: list[list[str]] = []
+    local = engines.get("local")
+    for name, m in engines.items():
+        if not m.ok:
+            rows.append([name, "FAILED", "-", "-", "-", "-", "-", m.error.splitlines()[0][:60] if m.error else ""])
+            continue
+        rows.append(
+            [
+                name,
+                fmt_rate(m.rows_per_s),
+                fmt_ratio(ratio(m, local)),
+                f"{m.wall_s:.2f}",
+                f"{m.extra.get('tree_peak_mb', 0):.0f}",
+                str(m.extra.get("files_out", "-")),
+                "yes" if m.extra.get("in_order") else "no",
+                "yes" if m.extra.get("success_marker") else "no",
+            ]
+        )
+    print_table(["engine", "rows/s", "/ local", "wall s", "peak MB, all", "files", "in order", "_SUCCESS"], rows)
+
+
 def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: Measurement | None) -> dict[str, Any]:
     """batchscore peak RSS on 1/4 of the files vs all of them (logreg model)."""
     k = max(1, len(ds.files) // 4)
@@ -696,9 +804,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated contenders/sections to skip: inference,plain,polars,batchscore,stages,flatness,startup",
+        help="comma-separated contenders/sections to skip: inference,plain,polars,batchscore,stages,flatness,startup,"
+        "engines (or one of local,processes,ray,raydata)",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
+    p.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated engines to compare: {','.join(ENGINES)}"
+    )
+    p.add_argument(
+        "--engine-models", default=",".join(ENGINE_MODELS), help="models the engines are compared on (empty: none)"
+    )
+    p.add_argument(
+        "--raydata-timeout", type=float, default=600.0, help="seconds before the Ray Data pipeline counts as hung"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
     args = p.parse_args(argv)
     if args.rows is None:
@@ -715,6 +833,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if bad or not args.model_list:
         p.error(f"unknown model(s) {bad}; choose from {','.join(datagen.MODEL_NAMES)}")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}
+    args.engine_model_list = [m.strip() for m in args.engine_models.split(",") if m.strip()]
+    bad = [e for e in args.engines if e not in ENGINES]
+    bad += [m for m in args.engine_model_list if m not in datagen.MODEL_NAMES]
+    if bad:
+        p.error(f"unknown engine(s) or model(s) {bad}")
     return args
 
 
@@ -726,7 +850,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cache_dir: Path = args.cache_dir.resolve()
     params = datagen.DataParams(rows=args.rows, n_files=args.files, train_rows=args.train_rows)
     # logreg is always prepared: start-up and RSS-flatness use it.
-    need_models = list(dict.fromkeys([*args.model_list, "logreg"]))
+    engine_models = [] if "engines" in args.skip else args.engine_model_list
+    need_models = list(dict.fromkeys([*args.model_list, *engine_models, "logreg"]))
     ds = datagen.prepare(params, cache_dir, need_models, keep=args.keep_data, log=log)
     out_root = ds.root / "out"
     shutil.rmtree(out_root, ignore_errors=True)
@@ -771,6 +896,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for model in args.model_list:
         model_results[model] = bench_model(ds, model, out_root, args)
 
+    engine_results = {model: bench_engines(ds, model, out_root, args) for model in engine_models}
+
     flat: dict[str, Any] | None = None
     if "flatness" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
@@ -807,6 +934,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 else f"import alone {startup['import_s']:.3f} s, bare python {startup['python_bare_s']:.3f} s",
             )
         )
+    for model, engines in engine_results.items():
+        print_engine_table(model, engines)
     print_checks(checks, rows=args.rows)
 
     results["models"] = {
@@ -822,6 +951,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             },
         }
         for m, r in model_results.items()
+    }
+    results["engines"] = {
+        model: {name: m.to_dict() for name, m in engines.items()} for model, engines in engine_results.items()
     }
     results["rss_flatness"] = flat
     results["startup"] = startup
