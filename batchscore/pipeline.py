@@ -207,6 +207,11 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         action = f"resume: keep {len(files) - len(todo)} committed part(s), score {len(todo)}"
     else:
         action = f"score {len(todo)} file(s) into {len(todo)} part(s)"
+    tasks = plan_tasks(files, todo) if not out.complete else []
+    pieces = len(tasks) - len({t.index for t in tasks})
+    engine = spec.engine + (f", {spec.workers} worker(s)" if spec.workers else "")
+    engine += f", {spec.ray_address}" if spec.ray_address else ""
+    engine += f": {len(tasks)} task(s)" + (f" ({pieces} more for large files cut into pieces)" if pieces else "")
     return {
         "job": spec.job,
         "model": spec.model,
@@ -221,6 +226,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "output": f"{spec.out} (mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
+        "engine": engine,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
     }
 

@@ -241,8 +241,8 @@ def run_polars(spec: dict[str, Any]) -> dict[str, Any]:
 def run_raydata(spec: dict[str, Any]) -> dict[str, Any]:
     """The Ray Data pipeline a user writes: ``read_parquet -> map_batches(actor class) -> write_parquet``.
 
-    A local cluster is started (its start-up is timed: the user pays it too); two scoring
-    actors of one CPU each, one onnxruntime thread each, Arrow batches of 65536 rows.
+    A local cluster is started (its start-up is timed: the user pays it too); ``spec['actors']``
+    scoring actors of one CPU each, one onnxruntime thread each, Arrow batches of 65536 rows.
     """
     import logging
 

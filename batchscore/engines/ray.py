@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -78,6 +80,8 @@ class RayEngine:
         if ray.is_initialized():
             return False
         address = self.address or os.environ.get("RAY_ADDRESS") or None
+        main = threading.current_thread() is threading.main_thread()
+        sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
             ray.init(
                 address=address,
@@ -90,6 +94,8 @@ class RayEngine:
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
             msg = f"cannot connect to {where}: {' '.join(str(exc).split())}; check --ray-address (or RAY_ADDRESS)"
             raise EngineError(msg) from exc
+        if main:  # ray.init installs its own SIGTERM handler; keep the caller's (the CLI: exit 143, nothing committed)
+            signal.signal(signal.SIGTERM, sigterm)
         log.info("engine ray: %s", f"joined the cluster at {address}" if address else "started a local cluster")
         return True
 
