@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
+from batchscore import _interrupt
+
 T = TypeVar("T")
 _DONE = object()
 _POLL_S = 0.1
@@ -49,6 +51,7 @@ class Prefetch(Generic[T]):
             try:
                 item = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
+                _interrupt.check()
                 if not self._thread.is_alive() and self._queue.empty():
                     return  # stopped by close(): nothing more will come
                 continue
@@ -97,6 +100,7 @@ class Sink(Generic[T]):
                 self._queue.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
+                _interrupt.check()
                 continue
 
     def close(self) -> None:

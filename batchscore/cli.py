@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import time
 from datetime import UTC, datetime
-from types import FrameType
+from signal import SIGTERM
 from typing import Annotated, Any
 
 import typer
 
-from batchscore import pipeline
+from batchscore import _interrupt, pipeline
 from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError
 from batchscore.jobfile import load_job
@@ -344,14 +343,14 @@ class _Errors:
         self.log_format = log_format
 
     def __enter__(self) -> None:
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        _interrupt.install()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, BatchScoreError):
             self._say(f"batchscore: error: {exc}", exc.exit_code)
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, _interrupt.Interrupted) and exc.signum != SIGTERM):
             self._say("batchscore: interrupted; nothing was committed (mode resume keeps finished parts)", 130)
-        if isinstance(exc, _Terminated):
+        if isinstance(exc, _interrupt.Interrupted) and exc.signum == SIGTERM:
             self._say("batchscore: terminated (SIGTERM); nothing was committed (mode resume keeps finished parts)", 143)
 
     def _say(self, message: str, code: int) -> None:
@@ -361,14 +360,6 @@ class _Errors:
         else:
             typer.echo(message, err=True)
         raise typer.Exit(code)
-
-
-class _Terminated(BaseException):
-    """Raised in the main thread on SIGTERM so staging is cleaned up."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
 
 
 def _setup_logging(*, quiet: bool, verbose: bool, log_format: str) -> None:
@@ -384,6 +375,11 @@ def _setup_logging(*, quiet: bool, verbose: bool, log_format: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    # numpy, pyarrow and onnxruntime warnings become log lines in the run's format, never raw stderr text
+    logging.captureWarnings(True)
+    warned = logging.getLogger("py.warnings")
+    warned.handlers[:] = [handler]
+    warned.propagate = False
 
 
 class _JsonFormatter(logging.Formatter):

@@ -52,6 +52,25 @@ def check_values(values: np.ndarray, dtype: np.dtype[Any], *, column: str, input
         raise SchemaMismatchError(msg)
 
 
+def narrowing(source: np.dtype[Any], target: np.dtype[Any]) -> bool:
+    """A float cast that can overflow: a wider float (or a decimal's float64) into a narrower float."""
+    return target.kind == "f" and source.kind == "f" and source.itemsize > target.itemsize
+
+
+def check_overflow(values: np.ndarray, converted: np.ndarray, *, column: str, input_name: str, source: str) -> None:
+    """Raise if a finite value became infinite in a narrowing float cast (``1e300`` into float32)."""
+    if not np.isinf(converted).any():
+        return
+    overflowed = np.isinf(converted) & np.isfinite(values)
+    if overflowed.any():
+        msg = (
+            f"column {column!r} has {int(overflowed.sum())} value(s) too large for model input {input_name!r} "
+            f"({converted.dtype}, at most {np.finfo(converted.dtype).max:.3g}; e.g. {values[overflowed][0]:.6g}) "
+            f"in {source}; fix or clip the values upstream, or re-export the model with a float64 input"
+        )
+        raise SchemaMismatchError(msg)
+
+
 def _prepared(column: pa.Array) -> pa.Array:
     """Dictionaries decoded, decimals as float64: types ``to_numpy`` turns into plain numpy arrays."""
     if pa.types.is_dictionary(column.type):
@@ -124,7 +143,10 @@ class FeatureAssembler:
                 column = column.fill_null(_zero(column.type))
             values = column.to_numpy(zero_copy_only=False)
             check_values(values, self.dtype, column=name, input_name=self.input_name, source=source)
-            np.copyto(scratch[j], values, casting="unsafe")
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.copyto(scratch[j], values, casting="unsafe")
+            if narrowing(values.dtype, self.dtype):
+                check_overflow(values, scratch[j], column=name, input_name=self.input_name, source=source)
             if is_null is not None:
                 if self.on_null == "fill":
                     scratch[j, is_null] = self.fill_value
@@ -180,7 +202,10 @@ class VectorAssembler:
                 raise NullValuesError(null_message(self.column, source, element_nulls + row_nulls))
         values = flat.fill_null(0).to_numpy(zero_copy_only=False) if element_nulls else flat.to_numpy()
         check_values(values, self.dtype, column=self.column, input_name=self.input_name, source=source)
-        matrix = values.astype(self.dtype, copy=bool(element_nulls)).reshape(-1, width)
+        with np.errstate(over="ignore", invalid="ignore"):
+            matrix = values.astype(self.dtype, copy=bool(element_nulls)).reshape(-1, width)
+        if narrowing(values.dtype, self.dtype):
+            check_overflow(values, matrix.reshape(-1), column=self.column, input_name=self.input_name, source=source)
         if element_nulls:
             null_at = flat.is_null().to_numpy(zero_copy_only=False).reshape(-1, width)
             if self.on_null == "fill":

@@ -96,6 +96,7 @@ _KINDS = {
     "paths": 'a string or a list of strings, e.g. ["data/a", "data/b/*.parquet"]',
 }
 _DS = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATED = re.compile(r"\{(ds|ds_nodash|yesterday_ds)\}")
 
 
 def template_vars(ds: str | None = None) -> dict[str, str]:
@@ -159,6 +160,9 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
                 )
                 raise JobSpecError(msg)
             fields[spec_key.field] = _convert(value, spec_key, name=name, where=where, env=variables, folder=folder)
+            if spec_key.field == "out" and isinstance(value, str) and _DATED.search(value):
+                earlier = {k: "*" for k in variables}
+                fields["history"] = _convert(value, spec_key, name=name, where=where, env=earlier, folder=folder)
     missing = [k for k in REQUIRED if KEYS[k.split(".")[0]][k.split(".")[1]].field not in fields]
     if missing:
         msg = f"{path}: missing required key(s) {', '.join(map(repr, missing))}; add them (see README, Running nightly)"

@@ -1,78 +1,63 @@
 """One run per output folder: ``DIR/_batchscore.lock``.
 
-The lock is an ``flock`` on the lock file, so the kernel releases it when its
-owner dies, even by ``kill -9``: a lock file left behind by a dead run is
-simply taken over. The file records the owner's pid, host and run id, for the
-message the second run prints and for whoever looks at the folder.
+On local disk the lock is an OS lock (``flock``) on the lock file, so the
+kernel releases it when its owner dies, even by ``kill -9``: a lock file left
+behind by a dead run is simply taken over. The file records the owner's pid,
+host and run id, for the message the second run prints and for whoever looks
+at the folder.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import platform
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from batchscore.errors import OutputLockedError
+from batchscore.errors import OutputError, OutputLockedError
+from batchscore.storage import LocalLockFile, Location, describe_os_error, resolve
 
 log = logging.getLogger("batchscore")
 
 LOCK = "_batchscore.lock"
 
-if sys.platform == "win32":
-    import msvcrt
-
-    def _try_lock(fd: int) -> None:
-        """Lock the file's first byte or raise BlockingIOError; Windows drops it when the process dies."""
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except PermissionError as exc:
-            raise BlockingIOError(str(exc)) from exc
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> None:
-        """flock the file or raise BlockingIOError; the kernel drops it when the process dies."""
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
 
 class OutputLock:
     """An exclusive, non-blocking lock on an output folder, held by this process."""
 
-    def __init__(self, folder: str, *, run_id: str) -> None:
-        self.path = os.path.join(folder, LOCK)
+    def __init__(self, folder: Location | str, *, run_id: str) -> None:
+        self.folder = folder if isinstance(folder, Location) else resolve(folder)
+        self.where = self.folder.child(LOCK)
         self.run_id = run_id
-        self._fd: int | None = None
+        self._held: LocalLockFile | None = None
 
     def acquire(self) -> None:
         """Take the lock or fail at once (exit 5) naming its owner."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                _try_lock(fd)
-            except BlockingIOError:
-                os.close(fd)
-                owner = read_owner(self.path)
-                msg = (
-                    f"output {os.path.dirname(self.path)} is being written by another run "
-                    f"(pid {owner.get('pid', '?')} on {owner.get('host', '?')}, run {owner.get('run_id', '?')}, "
-                    f"since {owner.get('since', '?')}); wait for it to finish, or choose another output path"
-                )
-                raise OutputLockedError(msg) from None
-            # The previous owner may have unlinked the file between our open and flock: retry on the new one.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        stale = _read_fd(fd)
+        try:
+            held = self.where.open_locked()
+        except PermissionError as exc:
+            msg = (
+                f"output folder {self.folder.uri} is not writable ({describe_os_error(exc)}): fix its permissions, "
+                "or choose another output path"
+            )
+            raise OutputError(msg) from exc
+        except OSError as exc:
+            msg = (
+                f"cannot take the lock {self.where.uri}: {describe_os_error(exc)}; it must be a writable file "
+                "(remove whatever is at that path), or choose another output path"
+            )
+            raise OutputError(msg) from exc
+        if held is None:
+            owner = read_owner(self.where)
+            msg = (
+                f"output {self.folder.uri} is being written by another run "
+                f"(pid {owner.get('pid', '?')} on {owner.get('host', '?')}, run {owner.get('run_id', '?')}, "
+                f"since {owner.get('since', '?')}); wait for it to finish, or choose another output path"
+            )
+            raise OutputLockedError(msg)
+        stale = _parse(held.read().decode(errors="replace"))
         if stale:
             log.warning(
                 "took over the lock of a run that is gone (pid %s on %s, run %s)",
@@ -86,19 +71,14 @@ class OutputLock:
             "run_id": self.run_id,
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(owner) + "\n").encode())
-        self._fd = fd
+        held.replace_content((json.dumps(owner) + "\n").encode())
+        self._held = held
 
     def release(self) -> None:
         """Remove the lock file, then let go of the lock."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.remove(self.path)
-        os.close(self._fd)
-        self._fd = None
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def __enter__(self) -> OutputLock:
         self.acquire()
@@ -108,18 +88,12 @@ class OutputLock:
         self.release()
 
 
-def read_owner(path: str) -> dict[str, Any]:
+def read_owner(where: Location) -> dict[str, Any]:
     """What a lock file says about its owner; empty if unreadable."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return _parse(fh.read())
+        return _parse(where.read_bytes().decode(errors="replace"))
     except OSError:
         return {}
-
-
-def _read_fd(fd: int) -> dict[str, Any]:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return _parse(os.read(fd, 4096).decode(errors="replace"))
 
 
 def _parse(text: str) -> dict[str, Any]:

@@ -5,8 +5,13 @@ For each model input, in order of precedence:
 1. ``--input NAME=COL[,COL...]`` (``input_columns``) names its columns;
 2. a single-input model with ``--features`` takes those columns;
 3. otherwise the column named like the input;
-4. otherwise, for a single-input model only, every numeric column that is not
-   kept (``--keep``) and not a hive partition folder, in schema order.
+4. otherwise, for a single-input model whose exporter stored its training
+   columns (``metadata_props`` ``feature_names``), those columns by name;
+5. otherwise, for a single-input model only, every numeric column that is not
+   kept (``--keep``) and not a hive partition folder, in schema order. This is
+   logged as a warning, recorded in the manifest, and checked against the
+   output's earlier runs (and a job's earlier nights): a changed order stops the
+   run, since scores from swapped columns look plausible and are wrong.
 
 One list or fixed-size-list column can feed a ``[N, F]`` input (a vector
 column, e.g. embeddings); otherwise each column gives one feature.
@@ -28,7 +33,7 @@ from batchscore.outputs import OutputColumn, output_columns
 from batchscore.reader import InputFile
 from batchscore.spec import JobSpec
 
-Origin = Literal["--input", "--features", "name", "auto"]
+Origin = Literal["--input", "--features", "name", "model", "auto"]
 """Where an input's columns came from, for error messages."""
 
 
@@ -199,6 +204,8 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
             columns, origin = spec.features, "--features"
         elif info.name in first.columns:
             columns, origin = (info.name,), "name"
+        elif len(inputs) == 1 and model.feature_names is not None:
+            columns, origin = model.feature_names, "model"
         elif len(inputs) == 1:
             excluded = set(spec.keep or ()) | set(first.partitions)
             numeric = (c for c in first.schema.names if c not in excluded and is_numeric(first.field(c).type))
@@ -328,6 +335,7 @@ def _check_width(binding: InputBinding, first: InputFile) -> None:
             f"the data has only the column {listed!r} of that name, so",
             f"pass --input {binding.name}=COLUMN,... with {want} columns, or a list column",
         ),
+        "model": ("the model's stored feature_names list", "re-export the model with its true feature names"),
         "auto": ("the data has", _auto_fix(binding.columns, count - want)),
     }[binding.origin]
     msg = (

@@ -9,6 +9,7 @@ class labels come from the classifier node's attributes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ class Model:
         self.zipmap_removed = _remove_zipmap(proto)
         self.inputs = [_tensor_info(v) for v in _graph_inputs(proto)]
         self.outputs = [_tensor_info(v) for v in proto.graph.output]
+        self.feature_names = _feature_names(proto)
+        """The column names the model was trained on, in order, when its exporter stored them
+        (``metadata_props`` key ``feature_names``: a JSON list or comma-separated names)."""
         self.kind = self._classify()
         model_source: str | bytes = path
         if self.zipmap_removed:
@@ -249,3 +253,20 @@ def _remove_zipmap(proto: onnx.ModelProto) -> bool:
         )
         removed = True
     return removed
+
+
+FEATURE_NAMES_KEY = "feature_names"
+
+
+def _feature_names(proto: Any) -> tuple[str, ...] | None:
+    for prop in proto.metadata_props:
+        if prop.key != FEATURE_NAMES_KEY:
+            continue
+        text = prop.value.strip()
+        try:
+            names = json.loads(text) if text.startswith("[") else [n.strip() for n in text.split(",")]
+        except ValueError:
+            return None
+        if isinstance(names, list) and names and all(isinstance(n, str) and n for n in names):
+            return tuple(names)
+    return None

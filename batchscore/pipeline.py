@@ -24,11 +24,10 @@ from typing import Any
 
 import onnxruntime as ort
 
-from batchscore import manifest
+from batchscore import _interrupt, manifest, storage
 from batchscore._version import __version__
 from batchscore.engines import engine_for
-from batchscore.errors import JobSpecError, ModelError
-from batchscore.lock import LOCK, read_owner
+from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.reader import InputFile, resolve_inputs, scan
@@ -36,7 +35,7 @@ from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb
 from batchscore.rowfilter import RowFilter
 from batchscore.spec import JobSpec
 from batchscore.tasks import Task, TaskResult, Work, plan_tasks
-from batchscore.writer import OutputDir
+from batchscore.writer import OutputDir, lock_owner
 
 log = logging.getLogger("batchscore")
 
@@ -89,7 +88,9 @@ class Prepared:
 
 def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
-    files = scan(resolve_inputs(spec.inputs))
+    paths = resolve_inputs(spec.inputs)
+    _check_out_apart(spec.out, paths)
+    files = scan(paths)
     # Ray actors load the model on their own nodes: the driver only needs it for the checks.
     model = Model(spec.model, device="cpu" if spec.engine == "ray" else spec.device, threads=spec.threads)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
@@ -99,6 +100,7 @@ def prepare(spec: JobSpec) -> Prepared:
         )
         raise ModelError(msg)
     plan = plan_features(files, model, spec)
+    _check_feature_order(spec, model, plan)
     row_filter = RowFilter(spec.filter) if spec.filter else None
     if row_filter is not None:
         for file in files:
@@ -123,6 +125,56 @@ def prepare(spec: JobSpec) -> Prepared:
         ready.provider,
     )
     return ready
+
+
+def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None:
+    """Features taken from the file's column order must be in the order earlier runs of this output used."""
+    inferred = [b for b in plan.inputs if b.origin == "auto"]
+    if not inferred:
+        return
+    now = list(plan.features)
+    log.warning(
+        "model input %r takes every numeric column in file order: %s; pin this order with --features "
+        "(input.features in a job file) so that an upstream column swap cannot reorder it",
+        inferred[0].name,
+        ", ".join(now),
+    )
+    earlier = [spec.out]
+    if spec.history:
+        base, pattern = storage.split_glob(spec.history)
+        if pattern is not None and storage.resolve(base).is_dir():
+            found = {
+                f.location.parent.uri
+                for f in storage.resolve(base).glob(f"{pattern}/{manifest.MANIFEST}", skip_hidden=False)
+            }
+            earlier += sorted(found - {storage.resolve(spec.out).uri}, reverse=True)
+    for folder in earlier:
+        try:
+            before = manifest.read(storage.resolve(folder))
+        except BatchScoreError:
+            continue
+        if before is None or before.get("model_sha256") != model.sha256 or not before.get("features"):
+            continue
+        if list(before["features"]) != now:
+            msg = (
+                f"the numeric columns feeding model input {inferred[0].name!r} changed since {folder} was scored "
+                f"with this model: then [{', '.join(before['features'])}], now [{', '.join(now)}]; the model would "
+                "read swapped or new columns: pin the training order with input.features (--features)"
+            )
+            raise SchemaMismatchError(msg)
+        return  # the most recent earlier output agrees
+
+
+def _check_out_apart(out: str, inputs: list[str]) -> None:
+    """``--out`` must not be an input, nor a folder above one: a commit there could replace the inputs."""
+    where = storage.resolve(out)
+    for path in inputs:
+        if storage.resolve(path).is_within(where):
+            msg = (
+                f"--out {out} is {'the input' if storage.resolve(path) == where else 'a folder holding the input'} "
+                f"{path}; scores must go to a folder apart from the inputs: choose another --out"
+            )
+            raise JobSpecError(msg)
 
 
 def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport:
@@ -165,25 +217,29 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
-    todo = out.open(files)
-    try:
-        report.parts_skipped = len(files) - len(todo)
-        if out.complete:
-            log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
-            report.parts = [os.path.join(spec.out, f) for i in sorted(out.parts) for f in out.parts[i]["files"]]
-        else:
-            _score(ready, plan_tasks(files, todo), out, report, progress)
-            entries = [out.parts[i] for i in sorted(out.parts)]
-            lineage = {
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "seconds": round(time.perf_counter() - started, 3),
-                "runs": sorted({e["run_id"] for e in entries}),
-                "rows_written": sum(e["rows"] for e in entries),
-                "null_counts": _sum_counts(e["null_counts"] for e in entries),
-            }
-            report.parts = out.commit(len(files), lineage)
-    finally:
-        out.close()
+    with _interrupt.deferred():  # a signal stops the run at the next batch, never inside a queue or the commit
+        todo = out.open(files)
+        try:
+            report.parts_skipped = len(files) - len(todo)
+            if out.complete:
+                log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
+                report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
+            else:
+                _score(ready, plan_tasks(files, todo), out, report, progress)
+                _interrupt.check()  # the last moment to stop with nothing committed
+                entries = [out.parts[i] for i in sorted(out.parts)]
+                lineage = {
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "seconds": round(time.perf_counter() - started, 3),
+                    "runs": sorted({e["run_id"] for e in entries}),
+                    "rows_written": sum(e["rows"] for e in entries),
+                    "null_counts": _sum_counts(e["null_counts"] for e in entries),
+                }
+                report.parts = out.commit(len(files), lineage)
+        finally:
+            out.close()
+    if _interrupt.pending() is not None:
+        log.warning("a stop signal came in during the commit; the commit completed")
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
@@ -200,8 +256,10 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         spec.out, mode=spec.mode, run_id="dry-run", metadata={}, header=_header(ready, run_id="", started_at="")
     )
     todo = out.check(files)
-    owner = read_owner(os.path.join(spec.out, LOCK)) if os.path.exists(os.path.join(spec.out, LOCK)) else {}
-    if out.complete:
+    owner = lock_owner(spec.out)
+    if out.pending_commit() is not None:
+        action = "finish the commit a dead run left half done, then decide again"
+    elif out.complete:
         action = f"nothing to do: all {len(files)} part(s) are committed for these inputs and this model"
     elif len(todo) < len(files):
         action = f"resume: keep {len(files) - len(todo)} committed part(s), score {len(todo)}"
@@ -246,7 +304,7 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
         "batchscore_version": __version__,
         "features": list(plan.features),
         "keep": list(plan.keep),
-        "inputs": [{"path": f.path, "rows": f.num_rows, "size": f.size, "mtime_ns": f.mtime_ns} for f in files],
+        "inputs": [{"path": f.path, "rows": f.num_rows, "fingerprint": f.fingerprint} for f in files],
         "started_at": started_at,
     }
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchscore import manifest, storage
 from batchscore.errors import InputDataError
 
 log = logging.getLogger("batchscore")
@@ -41,6 +42,8 @@ class InputFile:
     """Nulls per column from the row-group statistics; None where unknown."""
     size: int = 0
     mtime_ns: int = 0
+    fingerprint: str = ""
+    """sha256 of the Parquet footer: any rewrite of the data changes it, whatever the size and mtime."""
 
     @property
     def columns(self) -> list[str]:
@@ -56,10 +59,12 @@ class InputFile:
 
 
 def resolve_inputs(inputs: Sequence[str]) -> list[str]:
-    """Expand files, directories (recursive) and globs to a sorted, unique file list.
+    """Expand files, directories (recursive) and globs to a sorted, unique list of absolute paths.
 
     Names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc``, staging folders)
-    are skipped below a directory, as Spark and DuckDB do.
+    are skipped below a directory, as Spark and DuckDB do, and so are batchscore
+    output folders nested below it (a folder holding a ``_batchscore.json``):
+    scores written inside an input folder are never read back as input.
     """
     found: list[str] = []
     for raw in inputs:
@@ -68,11 +73,12 @@ def resolve_inputs(inputs: Sequence[str]) -> list[str]:
             base = _literal_prefix(raw)
             matches = [p for p in glob.glob(raw, recursive=True) if os.path.isfile(p)]
             matches = [p for p in matches if not any(_hidden(part) for part in Path(p).relative_to(base).parts)]
+            matches = _outside_outputs(matches, base)
             if not matches:
                 msg = f"input glob {raw!r} matches no file; check the pattern and that the data has landed"
                 raise InputDataError(msg)
         elif os.path.isdir(raw):
-            matches = list(_walk_parquet(raw))
+            matches = _outside_outputs(list(_walk_parquet(raw)), raw)
             if not matches:
                 msg = f"input directory {raw!r} holds no *.parquet file; check the path and that the data has landed"
                 raise InputDataError(msg)
@@ -81,8 +87,31 @@ def resolve_inputs(inputs: Sequence[str]) -> list[str]:
         else:
             msg = f"input {raw!r} does not exist; check the path (files, directories and globs are accepted)"
             raise InputDataError(msg)
-        found.extend(os.path.normpath(p) for p in matches)
+        found.extend(os.path.abspath(p) for p in matches)
     return sorted(set(found))
+
+
+def _outside_outputs(paths: list[str], base: str) -> list[str]:
+    """Drop files inside batchscore output folders nested below ``base`` (``base`` itself may be one)."""
+    is_output: dict[str, bool] = {}
+    root = os.path.abspath(base)
+    kept = []
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        nested = False
+        while folder != root and folder.startswith(root + os.sep):
+            if folder not in is_output:
+                where = storage.resolve(folder)
+                is_output[folder] = where.child(manifest.MANIFEST).exists() or where.child("_batchscore").is_dir()
+                if is_output[folder]:
+                    log.info("not reading %s: it is a batchscore output folder inside the input %s", folder, base)
+            if is_output[folder]:
+                nested = True
+                break
+            folder = os.path.dirname(folder)
+        if not nested:
+            kept.append(path)
+    return kept
 
 
 def _literal_prefix(pattern: str) -> str:
@@ -126,10 +155,11 @@ def scan(paths: Sequence[str]) -> list[InputFile]:
             pf = pq.ParquetFile(path)
             meta = pf.metadata
             schema = pf.schema_arrow
+            stat = os.stat(path)
+            fingerprint = manifest.footer_sha256(storage.resolve(path), stat.st_size)
         except (OSError, pa.ArrowException) as exc:
             msg = f"cannot read Parquet file {path}: {_one_line(exc)}; check that it is a complete Parquet file"
             raise InputDataError(msg) from exc
-        stat = os.stat(path)
         files.append(
             InputFile(
                 path=path,
@@ -139,6 +169,7 @@ def scan(paths: Sequence[str]) -> list[InputFile]:
                 null_counts=_null_counts(meta),
                 size=stat.st_size,
                 mtime_ns=stat.st_mtime_ns,
+                fingerprint=fingerprint,
             )
         )
     return files
@@ -172,7 +203,7 @@ def iter_batches(
     wanted = list(columns)
     in_file = [c for c in wanted if c in file.schema.names]
     try:
-        pf = pq.ParquetFile(file.path)
+        pf = pq.ParquetFile(file.path, page_checksum_verification=True)
         if file.num_rows == 0:
             return
         meta = pf.metadata

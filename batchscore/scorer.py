@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from batchscore.errors import ModelError
 from batchscore.features import FeatureAssembler, VectorAssembler
 from batchscore.mapping import FeaturePlan, InputBinding
 from batchscore.model import Model
@@ -51,6 +52,7 @@ class BatchScorer:
         self.model = model
         self.plan = plan
         self.call_rows = CPU_CALL_ROWS if model.provider == "CPUExecutionProvider" else None
+        self._decoded = sorted({o.source for o in plan.outputs})
         self.assemblers = [
             _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value, buffers=buffers)
             for b in plan.inputs
@@ -97,14 +99,28 @@ class BatchScorer:
         if size is None:
             size = self.call_rows or rows
         if rows == size or (rows < size and not pad):
-            return self.model.run(feeds)
+            return self._checked(self.model.run(feeds), rows)
         chunks = []
         for start in range(0, rows, size):
             chunk = {name: tensor[start : start + size] for name, tensor in feeds.items()}
+            fed = min(size, rows - start)
             if pad:
                 chunk = {name: _pad(tensor, size) for name, tensor in chunk.items()}
-            chunks.append(self.model.run(chunk))
+                fed = size
+            chunks.append(self._checked(self.model.run(chunk), fed))
         return {name: np.concatenate([c[name] for c in chunks])[:rows] for name in chunks[0]}
+
+    def _checked(self, values: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+        """Every output the plan decodes must hold one row per input row of this very call."""
+        for name in self._decoded:
+            got = values[name].shape[0] if values[name].ndim else None
+            if got != rows:
+                msg = (
+                    f"model {self.model.path} output {name!r} has {got} rows for a call of {rows} rows; "
+                    "its scores cannot be matched to input rows: check the model's export (batch axis)"
+                )
+                raise ModelError(msg)
+        return values
 
 
 def _pad(tensor: np.ndarray, size: int) -> np.ndarray:

@@ -74,6 +74,9 @@ class JobSpec:
     local cluster started for the run."""
     job: str | None = None
     """The job file this spec came from (lineage only)."""
+    history: str | None = None
+    """A glob of this job's earlier outputs (its output path with the date as ``*``), set by job files: an
+    inferred feature order is checked against what they were scored with."""
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, Device)

@@ -144,10 +144,11 @@ class Location:
         found = [Location(self.fs, got.path, self.scheme) for got in self.fs.get_file_info(selector)]
         return sorted(found, key=lambda where: where.path)
 
-    def glob(self, pattern: str) -> list[FileInfo]:
+    def glob(self, pattern: str, *, skip_hidden: bool = True) -> list[FileInfo]:
         """Files below this folder whose relative path matches ``pattern`` (``*``, ``?``, ``[..]``, ``**``)."""
         regex = glob_regex(pattern)
-        return [f for f in self.list_files() if regex.fullmatch(f.location.relative_to(self))]
+        found = self.list_files(skip_hidden=skip_hidden)
+        return [f for f in found if regex.fullmatch(f.location.relative_to(self))]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -232,6 +233,11 @@ class Location:
         finally:
             os.close(fd)
         _fsync_dir(os.path.dirname(self.path))
+
+    def sync_folder(self) -> None:
+        """Make renames into this local folder durable (fsync the folder); a no-op on object stores."""
+        if self.local:
+            _fsync_dir(self.path)
 
     def move_to(self, dest: Location) -> None:
         """Move this file onto ``dest``, replacing it: a rename locally, copy then delete on object stores."""

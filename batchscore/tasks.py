@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from batchscore import _interrupt
 from batchscore._threads import Prefetch, Sink
 from batchscore.mapping import FeaturePlan
 from batchscore.reader import InputFile, iter_batches, row_group_sizes
@@ -251,6 +252,7 @@ def score_tasks(
     null_output = 0
     try:
         for task, batch, ready in assembled or stage:
+            _interrupt.check()  # the driver's stop signal, at a batch boundary (a no-op in workers)
             if batch is None:
                 assert isinstance(ready, _TaskEnd)
                 nulls = {k: v - nulls_before.get(k, 0) for k, v in ready.null_counts.items()}

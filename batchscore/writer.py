@@ -1,30 +1,47 @@
-"""Parquet out, atomically, under a lock, resumable.
+"""Parquet out: a journaled commit that touches only its own files, on any store.
 
-One run per folder: ``DIR/_batchscore.lock`` (see :mod:`batchscore.lock`) is
-taken first, and staging folders left by dead runs are removed under it.
+The output folder ``OUT``::
 
-Parts are written into a hidden staging folder ``DIR/_staging-<run id>/``.
+    part-00000.parquet ...      committed parts (the only *.parquet files batchscore writes there)
+    _batchscore.json            the manifest: which parts are batchscore's, and where they came from
+    _SUCCESS                    written last, once every part and the manifest are in place
+    _batchscore.lock            held while a run owns the folder (see batchscore.lock)
+    _batchscore/<run id>/       a run's work area: staged parts (*.parquet.staged), part records
+    _batchscore/commit.json     the journal of a commit under way
 
-- ``mode`` error/overwrite: all or nothing. Parts move into ``DIR`` only when
-  every part succeeded; ``_SUCCESS`` and the manifest are removed first and
-  written last. A failed run leaves the previous output (if any) as it was.
-- ``mode`` resume: each part moves into ``DIR`` as soon as it is written and
-  the manifest (:mod:`batchscore.manifest`) records it, so a crashed run loses
-  at most the parts in flight. ``_SUCCESS`` is written once every part is there.
+A commit moves through four states, each step idempotent:
 
-With ``partition_by``, each part is split by pyarrow's dataset writer into
-hive folders ``DIR/col=value/part-NNNNN-0.parquet``; the commit is the same.
+1. **staged**: parts are written into the run's work area under names that end
+   in ``.staged`` (no reader globbing ``*.parquet`` lists them) and synced; with
+   ``mode="resume"`` each finished part also gets a record there, so a run that
+   dies leaves parts the next one adopts instead of rescoring.
+2. **journaled**: the new manifest is staged, then ``commit.json`` says what the
+   commit will do: parts to publish (staged name -> final name), old parts to
+   retire, the manifest to install. Until it exists, the folder holds exactly
+   the previous output.
+3. **published**: ``_SUCCESS`` is removed, the parts are moved into place
+   (rename on local disk; copy then delete on object stores), retired parts
+   are deleted, the manifest is installed.
+4. **committed**: ``_SUCCESS`` is written, the journal and work area removed.
+
+A run that dies after (2) leaves a journal: the next run, of any mode, first
+rolls it forward under the lock. Everything that needs free space happens before
+(2), so a full disk leaves the previous output as it was. batchscore deletes or
+replaces only files a manifest in the folder lists; a folder with Parquet files
+no manifest claims is refused.
+
+With ``partition_by``, each part is split by pyarrow's dataset writer into hive
+folders ``OUT/col=value/part-NNNNN-I.parquet``; the commit is the same.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import logging
-import os
-import shutil
+import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -32,38 +49,135 @@ import pyarrow.parquet as pq
 
 from batchscore import manifest
 from batchscore.errors import OutputError, OutputExistsError
-from batchscore.lock import OutputLock
-from batchscore.reader import InputFile
+from batchscore.lock import LOCK, OutputLock, read_owner
 from batchscore.spec import Compression, Mode
+from batchscore.storage import Location, describe_os_error, iter_parquet, resolve
 
 log = logging.getLogger("batchscore")
 
 SUCCESS = "_SUCCESS"
+WORK = "_batchscore"
+JOURNAL = "commit.json"
+RUN_RECORD = "run.json"
+STAGED = ".staged"
+LEGACY_STAGING = "_staging-"
 METADATA_KEY = b"batchscore"
 ROW_GROUP_ROWS = 1 << 20
 ROW_GROUP_BYTES = 64 << 20
-STAGING_PREFIX = "_staging-"
+MAX_PARTITIONS = 1024
 
 
-def part_name(index: int) -> str:
-    """``part-00000.parquet``: one part per input file, in sorted input order."""
-    return f"{part_stem(index)}.parquet"
+def part_name(index: int, piece: int | None = None) -> str:
+    """``part-00000.parquet``: one part per input file, in sorted input order.
+
+    A file scored in several tasks gives one part per piece, ``part-00000-000.parquet``, ...: sorted
+    names stay in input order.
+    """
+    return f"{part_stem(index, piece)}.parquet"
 
 
 def part_stem(index: int, piece: int | None = None) -> str:
-    """``part-00000``, or ``part-00000-001`` for the second piece of an input file split into tasks.
-
-    Pieces sort after nothing of another file and in their own order, so sorted names are input order.
-    """
+    """``part-00000``, or ``part-00000-001`` for the second piece of an input file cut into tasks."""
     return f"part-{index:05d}" if piece is None else f"part-{index:05d}-{piece:03d}"
 
 
+def _record_name(index: int) -> str:
+    return f"part-{index:05d}.json"
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where and how one run writes its parts: picklable, so workers in other processes write their own."""
+
+    root: Location
+    """The run's work area, ``OUT/_batchscore/<run id>``."""
+    metadata: dict[bytes, bytes] = field(default_factory=dict)
+    compression: Compression = "zstd"
+    partition_by: tuple[str, ...] = ()
+
+    def write_part(
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
+    ) -> list[str]:
+        """Write and sync one part in the work area; its final file names, relative to the output folder.
+
+        ``dictionary`` names the columns to dictionary-encode (see :func:`dictionary_columns`); ``piece``
+        numbers the parts of an input file scored in several tasks (see :func:`part_name`).
+        """
+        schema = schema.with_metadata(self.metadata)
+        if self.partition_by:
+            names = self._write_partitioned(index, part_stem(index, piece), schema, batches, dictionary)
+        else:
+            names = [part_name(index, piece)]
+            part = PartWriter(self.root.child(names[0] + STAGED), schema, dictionary, compression=self.compression)
+            for batch in batches:
+                part.write(batch)
+            part.close()
+        try:
+            for name in names:
+                self.root.child(name + STAGED).sync()
+        except OSError as exc:
+            raise OutputError(_write_error(self.root.child(names[0]).uri, exc)) from exc
+        return names
+
+    def _write_partitioned(
+        self, index: int, stem: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], dictionary: Sequence[str]
+    ) -> list[str]:
+        import pyarrow.dataset as ds  # 0.1 s of import time that unpartitioned runs skip
+
+        written: list[str] = []
+        try:
+            ds.write_dataset(
+                batches,
+                self.root.path,
+                filesystem=self.root.fs,
+                schema=schema,
+                format="parquet",
+                partitioning=list(self.partition_by),
+                partitioning_flavor="hive",
+                basename_template=f"{stem}-{{i}}.parquet{STAGED}",
+                existing_data_behavior="overwrite_or_ignore",
+                preserve_order=True,
+                max_rows_per_group=ROW_GROUP_ROWS,
+                max_partitions=MAX_PARTITIONS,
+                file_options=ds.ParquetFileFormat().make_write_options(
+                    compression=self.compression,
+                    use_dictionary=[c for c in dictionary if c not in self.partition_by],
+                    write_page_checksum=True,
+                ),
+                file_visitor=lambda f: written.append(f.path),
+            )
+        except (OSError, pa.ArrowException) as exc:
+            if "partitions" in str(exc) and str(MAX_PARTITIONS) in str(exc):
+                found = re.search(r"into (\d+) partitions", str(exc))
+                msg = (
+                    f"input file {index} would be split into {found.group(1) if found else 'more than'} hive "
+                    f"folders by partition_by {', '.join(self.partition_by)}, more than the {MAX_PARTITIONS} allowed; "
+                    "partition by columns with fewer distinct values"
+                )
+            else:
+                msg = f"cannot write output part {index} into {self.root.uri}: {describe_os_error(exc)}; "
+                msg += "check free space and permissions"
+            raise OutputError(msg) from exc
+        prefix = self.root.path.rstrip("/") + "/"
+        return sorted(p[len(prefix) :].removesuffix(STAGED) for p in written)
+
+    def staged(self, name: str) -> Location:
+        """Where a part's file (by its final name) is staged."""
+        return self.root.child(name + STAGED)
+
+
 class OutputDir:
-    """The output folder of one run: lock, staging, parts, manifest, commit."""
+    """The output folder of one run: lock, recovery, staging, parts, journaled commit."""
 
     def __init__(
         self,
-        path: str,
+        path: Location | str,
         *,
         mode: Mode,
         run_id: str,
@@ -72,117 +186,191 @@ class OutputDir:
         partition_by: Sequence[str] | None = None,
         header: dict[str, Any] | None = None,
     ) -> None:
-        self.path = path
+        self.root = path if isinstance(path, Location) else resolve(path)
+        self.path = self.root.uri
         self.mode = mode
+        self.run_id = run_id
+        self.work = self.root.child(WORK)
         self.staging = Staging(
-            os.path.join(path, f"{STAGING_PREFIX}{run_id}"),
-            metadata=metadata,
+            self.work.child(run_id),
+            metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()},
             compression=compression,
             partition_by=tuple(partition_by or ()),
         )
-        """Where parts are written before the commit; picklable, so workers in other processes write there too."""
-        self.partition_by = list(partition_by or ())
         self.header = dict(header or {})
         """Identity and lineage written at the top of the manifest (model_sha256, spec_hash, ...)."""
         self.parts: dict[int, dict[str, Any]] = {}
-        """Manifest entries of the parts of this output, by index: kept from before, or written now."""
+        """Manifest entries of the parts of this output, by index: kept from before, adopted, or written now."""
         self.complete = False
         """True when resume finds the output already complete: nothing to score, nothing to commit."""
-        self._lock = OutputLock(path, run_id=run_id)
+        self._staged: set[int] = set()
+        """Indices whose files sit in this run's work area, to be published by the commit."""
+        self._old: dict[str, Any] | None = None
+        self._lock = OutputLock(self.root, run_id=run_id)
         self._created = False
-        self._orphans: list[str] = []
+        self._opened = False
 
-    # -- opening ------------------------------------------------------------------------------
+    # -- looking, read-only -------------------------------------------------------------------
 
     def existing_output(self) -> list[str]:
-        """Committed output already in the folder: parts (in hive folders too) and the success marker."""
-        found = [os.path.join(self.path, f) for f in committed_files(self.path)]
-        if os.path.exists(os.path.join(self.path, SUCCESS)):
-            found.append(os.path.join(self.path, SUCCESS))
+        """Committed output already in the folder (relative names): parts, manifest, success marker."""
+        found = [f.location.relative_to(self.root) for f in iter_parquet(self.root)]
+        found += [name for name in (manifest.MANIFEST, SUCCESS) if self.root.child(name).exists()]
         return sorted(found)
 
-    def check(self, files: Sequence[InputFile]) -> list[int]:
+    def pending_commit(self) -> dict[str, Any] | None:
+        """The journal of a commit a dead run left half done, if any."""
+        try:
+            return dict(json.loads(self.work.child(JOURNAL).read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            msg = f"cannot read the commit journal {self.work.child(JOURNAL).uri}: {describe_os_error(exc)}"
+            msg += "; move the folder's contents away, or choose another --out"
+            raise OutputError(msg) from exc
+
+    def check(self, files: Sequence[Any]) -> list[int]:
         """What this run would do, read-only: raise if the mode forbids it; the indices of the files to score."""
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
+        if self.root.is_file():
             msg = f"output path {self.path} is a file, not a directory; pass --out with a directory"
             raise OutputError(msg)
+        if self.pending_commit() is not None:
+            return list(range(len(files)))  # the commit of a dead run is finished first; then see again
+        self._old = manifest.read(self.root)
         existing = self.existing_output()
+        listed = manifest.listed_files(self._old)
+        foreign = [name for name in existing if name.endswith(".parquet") and name not in listed]
+        if foreign:
+            msg = (
+                f"output directory {self.path} holds {len(foreign)} Parquet file(s) that no batchscore manifest there "
+                f"lists (e.g. {', '.join(foreign[:3])}); batchscore only replaces its own parts: move them away, "
+                "or choose an empty or new --out"
+            )
+            raise OutputExistsError(msg)
         if existing and self.mode == "error":
             msg = (
-                f"output directory {self.path} already holds output ({len(existing)} file(s), "
-                f"e.g. {os.path.relpath(existing[0], self.path)}); pass --mode overwrite to replace it, "
-                "--mode resume to finish it, or choose another --out"
+                f"output directory {self.path} already holds output ({len(existing)} file(s), e.g. {existing[0]}); "
+                "pass --mode overwrite to replace it, --mode resume to finish it, or choose another --out"
             )
             raise OutputExistsError(msg)
         self.parts = {}
         if self.mode == "resume":
-            self._check_resume(files, existing)
+            self._check_resume(files)
         return [i for i in range(len(files)) if i not in self.parts]
 
-    def open(self, files: Sequence[InputFile]) -> list[int]:
-        """Lock the folder, clean up after dead runs, check it against the mode; the indices of the files to score."""
-        if os.path.exists(self.path) and not os.path.isdir(self.path):
+    def _check_resume(self, files: Sequence[Any]) -> None:
+        old = self._old
+        if old is None:
+            return
+        self._check_same_scoring(old, what="its parts were")
+        for entry in old["parts"]:
+            index = entry["index"]
+            if 0 <= index < len(files) and manifest.same_input(entry, files[index]):
+                if manifest.parts_intact(entry, self.root):
+                    self.parts[index] = entry
+                else:
+                    log.warning("part %d of %s is damaged or missing: rescoring it", index, self.path)
+        kept = {name for entry in self.parts.values() for name in entry["files"]}
+        done = self.root.child(SUCCESS).exists() and bool(old.get("complete"))
+        self.complete = len(self.parts) == len(files) and kept == manifest.listed_files(old) and done
+
+    def _check_same_scoring(self, old: dict[str, Any], *, what: str) -> None:
+        for key, change in (
+            ("model_sha256", "a different model (sha256"),
+            ("spec_hash", "different options (spec hash"),
+        ):
+            if old.get(key) != self.header.get(key):
+                msg = (
+                    f"cannot resume {self.path}: {what} scored with {change} {old.get(key)}, "
+                    f"this run has {self.header.get(key)}); pass --mode overwrite to rescore everything"
+                )
+                raise OutputExistsError(msg)
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def open(self, files: Sequence[Any]) -> list[int]:
+        """Lock the folder, finish or clear what dead runs left, check it against the mode; the files to score."""
+        if self.root.is_file():
             self.check(files)  # raises the clear message
-        self._created = not os.path.exists(self.path)
         try:
-            os.makedirs(self.path, exist_ok=True)
+            self._created = not self.root.exists()
+            self.root.makedirs()
         except OSError as exc:
-            msg = f"cannot create output directory {self.path}: {exc.strerror or exc}; check the path and permissions"
+            msg = (
+                f"cannot create output directory {self.path}: {describe_os_error(exc)}; check the path and permissions"
+            )
             raise OutputError(msg) from exc
         self._lock.acquire()
+        self._opened = True
         try:
-            self._remove_dead_staging()
+            journal = self.pending_commit()
+            if journal is not None:
+                log.warning("finishing the commit of run %s, which did not complete", journal.get("run_id"))
+                self._roll_forward(journal)
             todo = self.check(files)
-            if self.mode == "resume" and not self.complete:
-                self._start_resume(len(files))
-            os.makedirs(self.staging.path)
+            self._clear_dead_runs(files)
+            todo = [i for i in todo if i not in self.parts]
+            if self.parts:
+                log.info("resuming %s: %d of %d part(s) already done", self.path, len(self.parts), len(files))
+            if not self.complete:
+                self.staging.root.makedirs()
+                self.staging.root.child(RUN_RECORD).write_bytes(json.dumps(self._identity()).encode())
+        except OSError as exc:
+            self.close()
+            msg = f"cannot prepare output directory {self.path}: {describe_os_error(exc)}; check free space and "
+            msg += "permissions"
+            raise OutputError(msg) from exc
         except BaseException:
             self.close()
             raise
         return todo
 
-    def _remove_dead_staging(self) -> None:
-        for stale in glob.glob(os.path.join(glob.escape(self.path), f"{STAGING_PREFIX}*")):
-            log.warning("removing %s, left by a run that did not finish", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+    def _identity(self) -> dict[str, Any]:
+        return {k: self.header.get(k) for k in ("run_id", "model_sha256", "spec_hash")} | {"run_id": self.run_id}
 
-    def _check_resume(self, files: Sequence[InputFile], existing: list[str]) -> None:
-        old = manifest.read(self.path)
-        if old is None:
-            if existing:
-                msg = (
-                    f"cannot resume {self.path}: it holds output but no {manifest.MANIFEST}, so it is unknown what "
-                    "scored it; pass --mode overwrite to rescore it"
-                )
-                raise OutputExistsError(msg)
+    def _clear_dead_runs(self, files: Sequence[Any]) -> None:
+        """Remove what runs that died left in the work area; with resume, adopt their finished parts first."""
+        for entry in self.root.list_dir():
+            if entry.name.startswith(LEGACY_STAGING):  # staging folders of batchscore before version 2
+                log.warning("removing %s, left by a run that did not finish", entry.uri)
+                entry.delete_tree()
+        for dead in self.work.list_dir():
+            if dead.name in (self.run_id, JOURNAL):
+                continue
+            if self.mode == "resume":
+                self._adopt(dead, files)
+            log.warning("removing %s, left by a run that did not finish", dead.uri)
+            dead.delete_tree()
+            dead.delete()
+
+    def _adopt(self, dead: Location, files: Sequence[Any]) -> None:
+        try:
+            identity = json.loads(dead.child(RUN_RECORD).read_bytes())
+        except (OSError, ValueError):
             return
-        for key, what in (("model_sha256", "a different model (sha256"), ("spec_hash", "different options (spec hash")):
-            if old.get(key) != self.header.get(key):
-                msg = (
-                    f"cannot resume {self.path}: its parts were scored with {what} {old.get(key)}, "
-                    f"this run has {self.header.get(key)}); pass --mode overwrite to rescore everything"
-                )
-                raise OutputExistsError(msg)
-        for entry in old["parts"]:
-            index = entry.get("index")
-            if isinstance(index, int) and index < len(files) and manifest.still_valid(entry, files[index], self.path):
-                self.parts[index] = entry
-        self._orphans = [f for f in committed_files(self.path) if f not in self._kept_files()]
-        done = os.path.exists(os.path.join(self.path, SUCCESS))
-        self.complete = len(self.parts) == len(files) and not self._orphans and done and bool(old.get("complete"))
-
-    def _start_resume(self, parts: int) -> None:
-        if self.parts:
-            log.info("resuming %s: %d of %d part(s) already committed", self.path, len(self.parts), parts)
-        self._remove_success()
-        manifest.write(self.path, self._manifest(complete=False))
-        for name in self._orphans:
-            log.info("removing %s: not part of this output any more", name)
-            os.remove(os.path.join(self.path, name))
-        _remove_empty_dirs(self.path)
-
-    def _kept_files(self) -> set[str]:
-        return {f for entry in self.parts.values() for f in entry["files"]}
+        if any(identity.get(k) != self.header.get(k) for k in ("model_sha256", "spec_hash")):
+            return
+        dead_stage = Staging(dead)
+        for found in dead.list_files(skip_hidden=False):
+            name = found.location.name
+            if not (name.startswith("part-") and name.endswith(".json")):
+                continue
+            try:
+                entry = json.loads(found.location.read_bytes())
+                index = entry["index"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if index in self.parts or not (0 <= index < len(files)) or not manifest.same_input(entry, files[index]):
+                continue
+            staged = {n: dead_stage.staged(n) for n in entry["files"]}
+            probe = {**entry, "files": [s.relative_to(dead) for s in staged.values()]}
+            if not manifest.parts_intact(probe, dead):
+                continue
+            self.staging.root.makedirs()
+            for n, src in staged.items():
+                src.move_to(self.staging.staged(n))
+            self._record(index, entry)
+            log.info("adopting part %d, scored by run %s before it stopped", index, identity.get("run_id"))
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -195,185 +383,154 @@ class OutputDir:
         dictionary: Sequence[str] = (),
         piece: int | None = None,
     ) -> list[str]:
-        """Write one part into the staging area (see :meth:`Staging.write_part`)."""
+        """Write one part into this run's work area; its final file names (see :meth:`Staging.write_part`)."""
         return self.staging.write_part(index, schema, batches, dictionary=dictionary, piece=piece)
 
     def finish_part(self, index: int, entry: dict[str, Any]) -> None:
-        """A part is written: in resume mode commit it now, otherwise keep it staged."""
+        """A part is written and synced: record it (with ``mode="resume"``, durably, for a run after a crash)."""
+        try:
+            sizes = []
+            for name in entry["files"]:
+                info = self.staging.staged(name).info()
+                if info is None:
+                    msg = f"internal error: staged part {self.staging.staged(name).uri} is missing"
+                    raise OutputError(msg)
+                sizes.append(info.size)
+            self._record(index, {**entry, "sizes": sizes})
+        except OSError as exc:
+            raise OutputError(_write_error(self.staging.root.uri, exc)) from exc
+        log.debug("part %d written (%s)", index, ", ".join(entry["files"]))
+
+    def _record(self, index: int, entry: dict[str, Any]) -> None:
         if self.mode == "resume":
-            self._move_in(entry["files"])
-            self.parts[index] = entry
-            manifest.write(self.path, self._manifest(complete=False))
-            log.debug("committed part %d (%s)", index, ", ".join(entry["files"]))
-        else:
-            self.parts[index] = entry
+            self.staging.root.child(_record_name(index)).write_bytes(json.dumps(entry).encode())
+        self.parts[index] = entry
+        self._staged.add(index)
 
     # -- committing ---------------------------------------------------------------------------
 
     def commit(self, parts: int, lineage: dict[str, Any]) -> list[str]:
-        """Move every staged part into place, drop stale old parts, write the manifest, then ``_SUCCESS``."""
+        """Journal, then publish every staged part, retire old ones, install the manifest, write ``_SUCCESS``."""
         if sorted(self.parts) != list(range(parts)):
-            msg = f"internal error: {len(self.parts)} of {parts} parts written in {self.staging.path}"
+            msg = f"internal error: {len(self.parts)} of {parts} parts written in {self.staging.root.uri}"
             raise OutputError(msg)
         names = [f for i in range(parts) for f in self.parts[i]["files"]]
-        try:
-            if self.mode != "resume":
-                old = set(committed_files(self.path))
-                self._remove_success()
-                self._move_in(names)
-                for stale in sorted(old - set(names)):
-                    os.remove(os.path.join(self.path, stale))
-                _remove_empty_dirs(self.path)
-            self.header.update(lineage)
-            manifest.write(self.path, self._manifest(complete=True))
-            with open(os.path.join(self.path, SUCCESS), "wb"):
-                pass
-            shutil.rmtree(self.staging.path, ignore_errors=True)
+        self.header.update(lineage)
+        new_manifest = {**self.header, "complete": True, "parts": [self.parts[i] for i in range(parts)]}
+        staged_manifest = self.staging.root.child(manifest.MANIFEST)
+        staged_success = self.staging.root.child(SUCCESS)
+        journal = {
+            "run_id": self.run_id,
+            "publish": [
+                [self.staging.staged(n).relative_to(self.root), n]
+                for i in sorted(self._staged)
+                for n in self.parts[i]["files"]
+            ],
+            "retire": sorted(manifest.listed_files(self._old) - set(names)),
+            "manifest": staged_manifest.relative_to(self.root),
+            "success": staged_success.relative_to(self.root),
+        }
+        try:  # everything that needs space happens before the journal exists; after it, only moves and deletes
+            staged_manifest.write_bytes(manifest.encode(new_manifest))
+            staged_success.write_bytes(b"")
+            self.work.child(JOURNAL).write_bytes(json.dumps(journal, indent=1).encode())
         except OSError as exc:
-            msg = f"cannot commit output into {self.path}: {exc}; check free space and permissions"
+            with contextlib.suppress(OSError):
+                self.work.child(JOURNAL).delete()
+            msg = f"cannot commit output into {self.path}: {describe_os_error(exc)}; the previous output is "
+            msg += "unchanged; check free space and permissions"
             raise OutputError(msg) from exc
+        self._roll_forward(journal)
         log.info("committed %d part(s) to %s", parts, self.path)
-        return [os.path.join(self.path, n) for n in names]
+        return [self.root.child(n).uri for n in names]
+
+    def _roll_forward(self, journal: dict[str, Any]) -> None:
+        """Carry out a journaled commit; every step can be repeated, so a crash anywhere is finished next time."""
+        try:
+            self.root.child(SUCCESS).delete()
+            folders: dict[str, Location] = {}
+            for src_name, dest_name in journal["publish"]:
+                src, dest = self.root.child(src_name), self.root.child(dest_name)
+                if src.exists():
+                    src.move_to(dest)
+                elif not dest.is_file():
+                    msg = f"cannot finish the commit of run {journal.get('run_id')}: {src.uri} and {dest.uri} are gone"
+                    raise OutputError(msg + "; move the folder's contents away, or choose another --out")
+                folders[dest.parent.path] = dest.parent
+            for name in journal["retire"]:
+                self.root.child(name).delete()
+            self.root.remove_empty_dirs()
+            staged_manifest = self.root.child(journal["manifest"])
+            if staged_manifest.exists():
+                staged_manifest.move_to(self.root.child(manifest.MANIFEST))
+            for folder in folders.values():
+                folder.sync_folder()
+            staged_success = self.root.child(journal.get("success", ""))
+            if journal.get("success") and staged_success.exists():
+                staged_success.move_to(self.root.child(SUCCESS))
+            elif not self.root.child(SUCCESS).exists():
+                self.root.child(SUCCESS).write_bytes(b"")
+            self.root.sync_folder()
+            self.work.child(JOURNAL).delete()
+            self.work.child(str(journal.get("run_id"))).delete_tree()
+        except OSError as exc:
+            msg = f"the commit into {self.path} stopped half way: {describe_os_error(exc)}; the next run of this "
+            msg += "job finishes it (fix the cause first)"
+            raise OutputError(msg) from exc
 
     def close(self) -> None:
-        """Remove the staging area and let go of the lock; committed output is left as it is."""
-        shutil.rmtree(self.staging.path, ignore_errors=True)
-        self._lock.release()
-        if self._created:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.path)
-
-    def _manifest(self, *, complete: bool) -> dict[str, Any]:
-        return {**self.header, "complete": complete, "parts": [self.parts[i] for i in sorted(self.parts)]}
-
-    def _remove_success(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(self.path, SUCCESS))
-        if self.mode != "resume":
-            manifest.remove(self.path)
-
-    def _move_in(self, names: Iterable[str]) -> None:
-        for name in names:
-            dest = os.path.join(self.path, name)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            os.replace(os.path.join(self.staging.path, name), dest)
-
-
-class Staging:
-    """The staging folder of one run, ``DIR/_staging-<run id>/``: parts are written here, the driver commits them.
-
-    It pickles (a path and the write options), so a worker in another process, or on
-    another machine sharing the folder, writes its parts where the driver will commit them.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        metadata: dict[str, Any],
-        compression: Compression = "zstd",
-        partition_by: Sequence[str] = (),
-    ) -> None:
-        self.path = path
-        self.metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()}
-        self.compression: Compression = compression
-        self.partition_by = list(partition_by)
-
-    def write_part(
-        self,
-        index: int,
-        schema: pa.Schema,
-        batches: Iterable[pa.RecordBatch],
-        *,
-        dictionary: Sequence[str] = (),
-        piece: int | None = None,
-    ) -> list[str]:
-        """Write one part; its file names relative to the staging folder.
-
-        ``dictionary`` names the columns to dictionary-encode (see :func:`dictionary_columns`);
-        ``piece`` numbers the parts of an input file scored in several tasks (``part-00000-001.parquet``).
-        """
-        schema = schema.with_metadata(self.metadata)
-        stem = part_stem(index, piece)
-        if self.partition_by:
-            return self._write_partitioned(stem, schema, batches, dictionary)
-        name = f"{stem}.parquet"
-        part = PartWriter(os.path.join(self.path, name), schema, dictionary, compression=self.compression)
-        for batch in batches:
-            part.write(batch)
-        part.close()
-        return [name]
-
-    def _write_partitioned(
-        self, stem: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], dictionary: Sequence[str]
-    ) -> list[str]:
-        import pyarrow.dataset as ds  # 0.1 s of import time that unpartitioned runs skip
-
-        written: list[str] = []
+        """Remove this run's work area and let go of the lock; committed output is left as it is."""
+        if not self._opened:
+            return
+        self._opened = False
         try:
-            ds.write_dataset(
-                batches,
-                self.path,
-                schema=schema,
-                format="parquet",
-                partitioning=self.partition_by,
-                partitioning_flavor="hive",
-                basename_template=f"{stem}-{{i}}.parquet",
-                existing_data_behavior="overwrite_or_ignore",
-                preserve_order=True,
-                max_rows_per_group=ROW_GROUP_ROWS,
-                file_options=ds.ParquetFileFormat().make_write_options(
-                    compression=self.compression, use_dictionary=[c for c in dictionary if c not in self.partition_by]
-                ),
-                file_visitor=lambda f: written.append(os.path.relpath(f.path, self.path)),
-            )
-        except (OSError, pa.ArrowException) as exc:
-            msg = f"cannot write output {stem} into {self.path}: {exc}; check free space and permissions"
-            raise OutputError(msg) from exc
-        return sorted(written)
-
-
-def committed_files(folder: str) -> list[str]:
-    """Parquet files below ``folder`` (relative paths), skipping ``_``/``.`` names such as staging folders."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(("_", "."))]
-        found += [
-            os.path.relpath(os.path.join(dirpath, f), folder)
-            for f in filenames
-            if f.endswith(".parquet") and not f.startswith(("_", "."))
-        ]
-    return sorted(found)
-
-
-def _remove_empty_dirs(folder: str) -> None:
-    """Drop hive folders left empty by removed parts (never staging folders)."""
-    for dirpath, _dirnames, _filenames in os.walk(folder, topdown=False):
-        parts = os.path.relpath(dirpath, folder).split(os.sep)
-        if dirpath != folder and not any(p.startswith(("_", ".")) for p in parts):
             with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
+                self._drop_work_area()
+        finally:
+            self._lock.release()
+        if self._created:
+            self.root.try_remove_dir()
+
+    def _drop_work_area(self) -> None:
+        """This run's staged parts go, unless resume may adopt them; the work folder goes once empty."""
+        if self.work.child(JOURNAL).exists():
+            return  # a commit stopped half way: the next run finishes it from what is staged
+        if self.mode == "resume" and not self.complete and self._staged and self.work.child(self.run_id).exists():
+            return  # finished parts of a failed resume run: the next run adopts them
+        self.staging.root.delete_tree()
+        if not self.work.list_dir():
+            self.work.delete_tree()
+
+
+def lock_owner(path: str) -> dict[str, Any]:
+    """Who holds (or left) the lock of an output folder; empty if nobody."""
+    where = resolve(path).child(LOCK)
+    return read_owner(where) if where.exists() else {}
 
 
 class PartWriter:
     """One output Parquet file: batches gathered into row groups of about ``ROW_GROUP_ROWS``.
 
     Large row groups keep downstream scans (DuckDB, Spark) fast; the bytes
-    limit keeps memory bounded when the passthrough columns are wide.
+    limit keeps memory bounded when the passthrough columns are wide. Pages
+    carry CRC checksums, which readers that verify them check.
     """
 
     def __init__(
-        self, path: str, schema: pa.Schema, dictionary: Sequence[str], *, compression: Compression = "zstd"
+        self, where: Location, schema: pa.Schema, dictionary: Sequence[str], *, compression: Compression = "zstd"
     ) -> None:
-        self.path = path
+        self.where = where
         self.schema = schema
         self._pending: list[pa.RecordBatch] = []
         self._rows = 0
         self._bytes = 0
         try:
-            self._writer = pq.ParquetWriter(path, schema, compression=compression, use_dictionary=list(dictionary))
-        except OSError as exc:
-            raise OutputError(_write_error(path, exc)) from exc
+            self._sink = where.open_output()
+            self._writer = pq.ParquetWriter(
+                self._sink, schema, compression=compression, use_dictionary=list(dictionary), write_page_checksum=True
+            )
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(_write_error(where.uri, exc)) from exc
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Add a batch; a row group is written once enough rows or bytes are pending."""
@@ -389,8 +546,8 @@ class PartWriter:
         table = pa.Table.from_batches(self._pending, schema=self.schema)
         try:
             self._writer.write_table(table, row_group_size=max(self._rows, 1))
-        except OSError as exc:
-            raise OutputError(_write_error(self.path, exc)) from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(_write_error(self.where.uri, exc)) from exc
         self._pending, self._rows, self._bytes = [], 0, 0
 
     def close(self) -> None:
@@ -398,8 +555,9 @@ class PartWriter:
         self._flush()
         try:
             self._writer.close()
-        except OSError as exc:
-            raise OutputError(_write_error(self.path, exc)) from exc
+            self._sink.close()
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(_write_error(self.where.uri, exc)) from exc
 
 
 def dictionary_columns(schema: pa.Schema, *, also: Sequence[str] = ()) -> list[str]:
@@ -420,11 +578,12 @@ def dictionary_columns(schema: pa.Schema, *, also: Sequence[str] = ()) -> list[s
     return chosen + [name for name in also if name not in chosen]
 
 
-def _write_error(path: str, exc: OSError) -> str:
-    return f"cannot write {path}: {exc}; check free space and permissions"
+def _write_error(path: str, exc: BaseException) -> str:
+    return f"cannot write {path}: {describe_os_error(exc)}; check free space and permissions"
 
 
 def read_metadata(path: str) -> dict[str, Any]:
     """The ``batchscore`` footer metadata of an output part."""
-    meta = pq.read_schema(path).metadata or {}
+    with resolve(path).open_input() as fh:
+        meta = pq.read_schema(fh).metadata or {}
     return dict(json.loads(meta[METADATA_KEY]))

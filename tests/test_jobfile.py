@@ -89,6 +89,7 @@ def test_every_key_sets_its_field_with_dates_filled_and_paths_resolved_against_t
         fill_value=1.0,
         filter="segment = 'a' AND f2 > 0",
         out=f"{j}/out/ds=20260301",
+        history=f"{j}/out/ds=*",  # earlier nights, for the feature-order check
         mode="resume",
         prob_format="list",
         prediction_col="label",
@@ -116,7 +117,7 @@ def test_every_score_option_has_a_job_key():
     flags = set(inspect.signature(score).parameters) - cli_only
     keys = {key.field for section in KEYS.values() for key in section.values()}
     assert flags == keys
-    assert keys == {f.name for f in fields(JobSpec)} - {"job"}
+    assert keys == {f.name for f in fields(JobSpec)} - {"job", "history"}  # both set by the job file itself
 
 
 @pytest.mark.parametrize(

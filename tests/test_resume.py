@@ -55,30 +55,30 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(models, tmp_path, caplo
     proc = subprocess.Popen(list(map(str, command)), env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "_batchscore.json").exists() and manifest(out)["parts"]:
+        if list(out.glob("_batchscore/*/part-*.json")):  # a part is written, synced and recorded
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
-    crashed = manifest(out)
-    done = len(crashed["parts"])
+    done = len(list(out.glob("_batchscore/*/part-*.json")))
     assert 1 <= done < files, "the run finished before it was killed: make it slower"
-    assert not crashed["complete"] and not (out / "_SUCCESS").exists()
-    assert list(out.glob("_staging-*")) and (out / "_batchscore.lock").exists()  # what kill -9 leaves behind
-    committed = {p: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    # what kill -9 leaves: nothing a reader lists, only the work area and the lock
+    assert not list(out.glob("**/*.parquet")) and not (out / "_SUCCESS").exists()
+    assert not (out / "_batchscore.json").exists() and (out / "_batchscore.lock").exists()
+    recorded = [json.loads(p.read_text())["files"][0] for p in out.glob("_batchscore/*/part-*.json")]
+    staged = {name: next(out.glob(f"_batchscore/*/{name}.staged")).stat().st_mtime_ns for name in recorded}
 
     caplog.set_level(logging.INFO, logger="batchscore")
     report = batchscore.run(spec(tmp_path, models["logreg"], batch_size=8))
     assert report.parts_skipped >= done and report.rows_written == (files - report.parts_skipped) * 2000
     assert "took over the lock of a run that is gone" in caplog.text
-    assert "left by a run that did not finish" in caplog.text
-    assert not list(out.glob("_staging-*")) and not (out / "_batchscore.lock").exists()
+    assert "adopting part" in caplog.text and "left by a run that did not finish" in caplog.text
+    assert not (out / "_batchscore").exists() and not (out / "_batchscore.lock").exists()
     assert (out / "_SUCCESS").exists() and manifest(out)["complete"]
-    for part, mtime in committed.items():
-        if part.name in {p["files"][0] for p in crashed["parts"]}:
-            assert part.stat().st_mtime_ns == mtime  # kept, not rewritten
+    for name, mtime in staged.items():
+        assert (out / name).stat().st_mtime_ns == mtime  # adopted parts are moved into place, not rewritten
     assert len(manifest(out)["runs"]) == 2
 
     clean = batchscore.run(spec(tmp_path, models["logreg"], out="clean", mode="error", batch_size=8))
@@ -136,7 +136,7 @@ def test_resume_refuses_output_without_a_manifest(models, dataset, tmp_path):
     dataset(files=1, rows=50)
     batchscore.run(spec(tmp_path, models["logreg"], mode="error"))
     (tmp_path / "out" / "_batchscore.json").unlink()
-    with pytest.raises(OutputExistsError, match=r"holds output but no _batchscore\.json"):
+    with pytest.raises(OutputExistsError, match=r"holds 1 Parquet file\(s\) that no batchscore manifest there lists"):
         batchscore.run(spec(tmp_path, models["logreg"]))
 
 
@@ -149,7 +149,7 @@ def test_manifest_says_what_made_the_output(models, dataset, tmp_path):
     )
     report = batchscore.run(batchscore.load_job(str(job)))
     got = manifest(tmp_path / "out")
-    assert got["manifest_version"] == 1 and got["complete"] is True
+    assert got["manifest_version"] == 2 and got["complete"] is True
     assert got["run_id"] == report.run_id and got["runs"] == [report.run_id]
     assert got["job_file"] == str(job)
     assert got["spec"]["keep"] == ["id", "segment"] and got["spec"]["mode"] == "error"

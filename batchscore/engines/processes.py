@@ -29,6 +29,7 @@ import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from batchscore import _interrupt
 from batchscore.engines import Done, Scored, available_cores, worker_model, worker_stats
 from batchscore.errors import EngineError
 from batchscore.tasks import Task, TaskResult, Work, score_tasks
@@ -76,6 +77,7 @@ class ProcessEngine:
         try:
             remaining = len(tasks)
             while remaining or len(stats) < count:
+                _interrupt.check()  # the driver's stop signal (recorded by the CLI's handler): stop the workers
                 try:
                     message = results.get(timeout=POLL_S)
                 except queue.Empty:

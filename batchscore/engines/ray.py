@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from batchscore import _interrupt
 from batchscore.engines import Done, Scored, worker_model, worker_stats
 from batchscore.errors import BatchScoreError, DeviceUnavailableError, EngineError, JobSpecError
 from batchscore.spec import Device
@@ -127,6 +128,7 @@ class RayEngine:
                 for actor in actors:
                     submit(actor)
             while pending:
+                _interrupt.check()  # the driver's stop signal (recorded by the CLI's handler): kill the actors
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
                 _report_rows(ray, rows_counter, scored)
                 for ref in ready:
@@ -146,7 +148,10 @@ class RayEngine:
         waiting = list(loads)
         deadline = time.monotonic() + START_TIMEOUT_S
         while waiting:
-            ready, waiting = ray.wait(waiting, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            _interrupt.check()
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=POLL_S)
+            if not ready and time.monotonic() < deadline:
+                continue
             if not ready:
                 msg = (
                     f"only {len(actors) - len(waiting)} of {len(actors)} Ray actor(s) started within "
