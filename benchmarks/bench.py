@@ -242,6 +242,8 @@ def run_worker(name: str, spec: dict[str, Any], timeout_s: float) -> Measurement
     m.rows = int(payload["rows"])
     m.seconds = float(payload["seconds"])
     m.extra["self_maxrss_mb"] = round(float(payload.get("maxrss_mb", 0.0)), 1)
+    if "cpu_us_per_row" in payload:
+        m.extra["cpu_us_per_row"] = {k: round(float(v), 4) for k, v in payload["cpu_us_per_row"].items()}
     return m
 
 
@@ -552,6 +554,15 @@ def bench_engines(ds: datagen.Dataset, model: str, out_root: Path, args: argpars
     files, rows, note = files_for_model(ds, model, caps=not args.no_caps)
     log(f"engines, model {model}: {len(files)} files, {rows:,} rows{'  [' + note + ']' if note else ''}")
     results: dict[str, Measurement] = {}
+    if "stage_cpu" not in args.skip:
+        results["stage_cpu"] = m = stage_cpu(ds, model, files, out_root, args.child_timeout)
+        if m.ok:
+            bytes_per_row = sum(f.stat().st_size for f in files) / rows
+            m.extra["projection"] = projection(m.extra["cpu_us_per_row"], tasks=len(files), bytes_per_row=bytes_per_row)
+            costs = ", ".join(f"{k} {v:.3f}" for k, v in m.extra["cpu_us_per_row"].items())
+            log(f"  CPU per row (us): {costs}")
+        else:
+            log(f"    stage_cpu FAILED: {m.error.splitlines()[0] if m.error else ''}")
     for engine in ENGINES:
         if engine in args.skip or engine not in args.engines:
             continue
@@ -591,6 +602,52 @@ def bench_engines(ds: datagen.Dataset, model: str, out_root: Path, args: argpars
     return results
 
 
+PROJECT_CORES = (16, 64)
+
+
+def stage_cpu(ds: datagen.Dataset, model: str, files: Sequence[Path], out_root: Path, timeout_s: float) -> Measurement:
+    """CPU microseconds per row of each stage (read, assemble, infer on one thread, write), on two files."""
+    out_dir = out_root / "engines" / model / "stage_cpu"
+    spec = {
+        "kind": "stage_cpu",
+        "files": [str(f) for f in files[:2]],
+        "features": list(datagen.FEATURES),
+        "model": str(ds.models[model]),
+        "out_dir": str(out_dir),
+    }
+    m = run_worker("stage_cpu", spec, timeout_s)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return m
+
+
+def projection(cpu_us: dict[str, float], *, tasks: int, bytes_per_row: float) -> dict[str, Any]:
+    """What the processes and Ray engines can reach on more cores, from the CPU cost of each stage.
+
+    A task's pipeline overlaps its stages, so it keeps ``total / slowest stage`` cores busy; the
+    engine keeps ``min(cores, tasks x that)`` busy at ``1e6 / total`` rows/s each. ``bytes_per_row``
+    says what that rate asks of the storage holding the inputs.
+    """
+    total = sum(cpu_us.values())
+    slowest = max(cpu_us, key=lambda k: cpu_us[k])
+    per_task_cores = total / cpu_us[slowest]
+    out: dict[str, Any] = {
+        "cpu_us_per_row": round(total, 3),
+        "slowest_stage": slowest,
+        "cores_one_task_keeps_busy": round(per_task_cores, 2),
+    }
+    for cores in PROJECT_CORES:
+        busy = min(cores, tasks * per_task_cores)
+        rate = busy * 1e6 / total
+        full = cores * 1e6 / total  # with at least cores / per_task_cores tasks (more files, or pieces)
+        out[f"cores_{cores}"] = {
+            "rows_per_s": round(rate),
+            "bound": "tasks (too few input files)" if busy < cores else "CPU",
+            "rows_per_s_enough_tasks": round(full),
+            "input_gb_per_s_enough_tasks": round(full * bytes_per_row / 1e9, 2),
+        }
+    return out
+
+
 def print_engine_table(model: str, engines: dict[str, Measurement]) -> None:
     """Per-model engine table: rows/s over the whole run, peak memory of all processes, what the output is."""
     log()
@@ -598,6 +655,8 @@ def print_engine_table(model: str, engines: dict[str, Measurement]) -> None:
     rows: list[list[str]] = []
     local = engines.get("local")
     for name, m in engines.items():
+        if name == "stage_cpu":
+            continue
         if not m.ok:
             rows.append([name, "FAILED", "-", "-", "-", "-", "-", m.error.splitlines()[0][:60] if m.error else ""])
             continue
@@ -614,6 +673,18 @@ def print_engine_table(model: str, engines: dict[str, Measurement]) -> None:
             ]
         )
     print_table(["engine", "rows/s", "/ local", "wall s", "peak MB, all", "files", "in order", "_SUCCESS"], rows)
+    cpu = engines.get("stage_cpu")
+    if cpu is not None and cpu.ok:
+        proj = cpu.extra["projection"]
+        costs = ", ".join(f"{k} {v:.3f}" for k, v in cpu.extra["cpu_us_per_row"].items())
+        log(f"CPU per row: {costs} us (total {proj['cpu_us_per_row']:.3f}); slowest stage: {proj['slowest_stage']}")
+        for cores in PROJECT_CORES:
+            p = proj[f"cores_{cores}"]
+            log(
+                f"  {cores} cores: ~{fmt_rate(p['rows_per_s'])} rows/s on these files (bound: {p['bound']}); "
+                f"~{fmt_rate(p['rows_per_s_enough_tasks'])} rows/s with enough tasks, reading "
+                f"{p['input_gb_per_s_enough_tasks']:.1f} GB/s of input"
+            )
 
 
 def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: Measurement | None) -> dict[str, Any]:
@@ -807,7 +878,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated contenders/sections to skip: inference,plain,polars,batchscore,stages,flatness,startup,"
-        "engines (or one of local,processes,ray,raydata)",
+        "engines (or one of local,processes,ray,raydata,stage_cpu)",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
     p.add_argument(
