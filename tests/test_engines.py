@@ -94,7 +94,13 @@ def test_processes_engine_gives_the_local_output(models, mixed_model, tmp_path, 
         write_files(inputs, [make_table(4000, seed=i, start_id=i * 4000) for i in range(2)], row_group_size=500)
         monkeypatch.setattr(tasks, "TASK_BYTES", 30_000)
     local = run(inputs, model, tmp_path / "local", **options)
-    spread = run(inputs, model, tmp_path / "processes", engine="processes", workers=2, **options)
+    seen: list[batchscore.Progress] = []
+    out, where = str(tmp_path / "processes"), (str(inputs),)
+    spec = batchscore.JobSpec(inputs=where, model=str(model), out=out, engine="processes", workers=2, **options)
+    spread = batchscore.run(spec, progress=seen.append)
+    # the bar and the log lines: rows from every worker, batch by batch, up to the total
+    assert (seen[-1].rows, seen[-1].total_rows) == (spread.rows_written, spread.rows_read)
+    assert len({p.rows for p in seen}) > len(spread.workers) and seen[-1].files_done == seen[-1].total_files
     assert_same_output(tmp_path / "processes", tmp_path / "local")
     assert (spread.rows_written, spread.rows_filtered) == (local.rows_written, local.rows_filtered)
     assert spread.engine == "processes" and len(spread.workers) == 2
@@ -153,6 +159,29 @@ def test_killed_driver_stops_its_workers_and_resume_equals_a_clean_run(models, t
     assert report.parts_skipped >= done  # the dead run's recorded parts are adopted
     run(tmp_path / "in", models["logreg"], tmp_path / "clean", keep=KEEP)
     assert_same_output(out, tmp_path / "clean")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_run_with_exit_6_and_commits_nothing(models, tmp_path):
+    tables = [make_table(2000, seed=i, start_id=i * 2000) for i in range(8)]
+    write_files(tmp_path / "in", tables, row_group_size=500)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "batchscore", "score", tmp_path / "in", "--model", models["logreg"], "--out", out]
+    command += ["--keep", ",".join(KEEP), "--batch-size", "8", "--engine", "processes", "--workers", "2", "-q"]
+    proc = subprocess.Popen(
+        list(map(str, command)), env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("_batchscore/*/*.staged")):
+        time.sleep(0.01)  # a worker is writing its first part
+    workers = [pid for pid in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers, "no worker process found"
+    os.kill(workers[0], signal.SIGKILL)  # what the OOM killer does
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 6, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("batchscore: error:")]
+    assert len(errors) == 1 and f"worker process {workers[0]} died (signal 9)" in errors[0], stderr
+    assert "Traceback" not in stderr and visible_output(out) == []
 
 
 def _children(pid: int) -> list[int]:

@@ -71,7 +71,12 @@ def test_ray_engine_gives_the_local_output(cluster, models, mixed_model, tmp_pat
 
 def test_rows_keep_input_order_and_each_actor_loads_the_model_once(cluster, models, tmp_path):
     write_files(tmp_path / "in", [make_table(400, seed=i, start_id=i * 400) for i in range(8)], row_group_size=100)
-    report = run(tmp_path / "in", models["mlp"], tmp_path / "out", keep=KEEP, engine="ray", workers=2)
+    seen: list[batchscore.Progress] = []
+    spec = batchscore.JobSpec(
+        inputs=(str(tmp_path / "in"),), model=str(models["mlp"]), out=str(tmp_path / "out"), keep=KEEP, engine="ray"
+    )
+    report = batchscore.run(spec.replace(workers=2, batch_size=100), progress=seen.append)
+    assert seen[-1].rows == seen[-1].total_rows == 3200 and len(seen) > 2  # rows from every actor, as they come
     ids = pq.read_table(tmp_path / "out")["id"].to_pylist()  # parts in name order
     assert ids == list(range(8 * 400))
     assert len(report.workers) == 2 and len({w["pid"] for w in report.workers}) == 2

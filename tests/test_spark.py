@@ -125,8 +125,10 @@ def test_the_model_loads_once_per_python_worker(spark, models, tmp_path):
 def test_readme_spark_example_runs(spark, sandbox, monkeypatch):
     blocks = re.findall(r"```python spark\n(.*?)```", README, flags=re.S)
     assert len(blocks) == 1
+    # Spark resolves relative paths against the JVM's folder, not Python's: point the example at the sandbox
+    block = blocks[0].replace('"data/', f'"{sandbox}/data/').replace('"out/', f'"{sandbox}/out/')
     monkeypatch.chdir(sandbox)
-    exec(compile(blocks[0], "README.md", "exec"), {})
+    exec(compile(block, "README.md", "exec"), {})
     out = pq.read_table(sandbox / "out" / "demo-spark")
     assert out.num_rows == 200_000
     assert {"application_id", "prediction", "prob_bad", "prob_good", "score"} <= set(out.column_names)

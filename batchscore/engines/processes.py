@@ -76,12 +76,15 @@ class ProcessEngine:
         stats: list[dict[str, Any]] = []
         try:
             remaining = len(tasks)
+            checked = time.monotonic()
             while remaining or len(stats) < count:
                 _interrupt.check()  # the driver's stop signal (recorded by the CLI's handler): stop the workers
+                if time.monotonic() - checked > POLL_S:  # a dead worker sends nothing: look, even while others talk
+                    _check_alive(procs, finished={s["worker"] for s in stats})
+                    checked = time.monotonic()
                 try:
                     message = results.get(timeout=POLL_S)
                 except queue.Empty:
-                    _check_alive(procs, finished={s["worker"] for s in stats})
                     continue
                 kind = message[0]
                 if kind == "rows":

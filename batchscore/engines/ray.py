@@ -127,16 +127,18 @@ class RayEngine:
             for _ in range(IN_FLIGHT):
                 for actor in actors:
                     submit(actor)
+            reported = finished = 0
             while pending:
                 _interrupt.check()  # the driver's stop signal (recorded by the CLI's handler): kill the actors
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-                _report_rows(ray, rows_counter, scored)
+                reported += _report_rows(ray, rows_counter, scored)
                 for ref in ready:
                     actor = pending.pop(ref)
                     result: TaskResult = _get(ray, ref)
+                    finished += result.rows
                     done(result)
                     submit(actor)
-            _report_rows(ray, rows_counter, scored)
+            scored(finished - reported)  # the counts still on their way to the counter
             return [_get(ray, ref) for ref in [a.stats.remote() for a in actors]]
         finally:
             _stop(ray, [*actors, rows_counter], pending)
@@ -181,10 +183,11 @@ def _get(ray: Any, ref: Any) -> Any:
         raise EngineError(msg) from err
 
 
-def _report_rows(ray: Any, counter: Any, scored: Scored) -> None:
-    rows = ray.get(counter.take.remote())
+def _report_rows(ray: Any, counter: Any, scored: Scored) -> int:
+    rows: int = ray.get(counter.take.remote())
     if rows:
         scored(rows)
+    return rows
 
 
 def _stop(ray: Any, actors: list[Any], pending: dict[Any, Any]) -> None:
