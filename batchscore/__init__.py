@@ -9,6 +9,7 @@ from batchscore._version import __version__
 from batchscore.errors import (
     BatchScoreError,
     DeviceUnavailableError,
+    DriftError,
     EngineError,
     InputDataError,
     JobSpecError,
@@ -29,6 +30,7 @@ from batchscore.spec import JobSpec
 __all__ = [
     "BatchScoreError",
     "DeviceUnavailableError",
+    "DriftError",
     "EngineError",
     "InputDataError",
     "JobSpec",

@@ -2,14 +2,16 @@
 
 Exit codes: 0 ok; 2 usage or bad option; 3 input missing, unreadable or not
 fitting the model; 4 model unreadable or device unavailable; 5 output exists or
-cannot be written; 1 an unexpected bug (the only case with a traceback);
-130/143 interrupted.
+cannot be written; 6 drift over the limits with on_drift=fail (output committed);
+1 an unexpected bug (the only case with a traceback); 130/143 interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -23,7 +25,14 @@ from batchscore._version import __version__
 from batchscore.errors import BatchScoreError, JobSpecError
 from batchscore.jobfile import load_job
 from batchscore.report import Progress, ProgressCallback
-from batchscore.spec import DEFAULT_BATCH_SIZE, JobSpec, parse_assignments, split_columns
+from batchscore.spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NULL_RATE_CHANGE,
+    DEFAULT_MAX_PSI,
+    JobSpec,
+    parse_assignments,
+    split_columns,
+)
 
 log = logging.getLogger("batchscore")
 
@@ -33,6 +42,7 @@ app = typer.Typer(
     epilog=(
         "Exit codes: 0 ok; 2 usage, bad option or job file; 3 input missing, unreadable or not fitting the model; "
         "4 model unreadable, pin mismatch or device unavailable; 5 output exists, locked or not writable; "
+        "6 drift over the limits with --on-drift fail (output committed); "
         "1 a bug (the only case with a traceback); 130/143 interrupted, nothing committed."
     ),
     add_completion=False,
@@ -102,6 +112,31 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 LogFormat = Annotated[
     str, typer.Option(metavar="text|json", help="Log lines as text, or as JSON objects (for log collectors).")
 ]
+Reference = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PATH",
+        help="Compare this run's data and predictions with an earlier output folder or saved summary "
+        "(PSI, null rates, categories); a missing one is a warning.",
+    ),
+]
+MaxPsi = Annotated[
+    float | None,
+    typer.Option(metavar="X", help=f"Drift: a column whose PSI exceeds X (default {DEFAULT_MAX_PSI:g}) has drifted."),
+]
+MaxNullRateChange = Annotated[
+    float | None,
+    typer.Option(
+        metavar="X",
+        help=f"Drift: a null rate moving by more than X (default {DEFAULT_MAX_NULL_RATE_CHANGE:g} = 10 points).",
+    ),
+]
+OnDrift = Annotated[
+    str | None,
+    typer.Option(
+        metavar="warn|fail", help="Drift over the limits: log a warning (default), or exit 6 after committing."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -152,6 +187,22 @@ def score(
     compression: Annotated[
         str, typer.Option(metavar="zstd|snappy|gzip|lz4|brotli|none", help="Parquet compression.")
     ] = "zstd",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="parquet|delta",
+            help="parquet: DIR/part-*.parquet and _SUCCESS; delta: one commit to the Delta Lake table --out "
+            "(pip install 'batchscore[delta]').",
+        ),
+    ] = "parquet",
+    schema_mode: Annotated[
+        str,
+        typer.Option(
+            metavar="strict|merge",
+            help="Delta: refuse output whose columns differ from the table's (strict), or add new columns (merge).",
+        ),
+    ] = "strict",
     partition_by: Annotated[
         str | None,
         typer.Option(metavar="COLS", help="Comma-separated output columns to split into hive folders DIR/col=value/."),
@@ -161,6 +212,13 @@ def score(
         typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
     report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
+    reference: Reference = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    on_drift: OnDrift = None,
+    summary: Annotated[
+        bool, typer.Option("--summary/--no-summary", help="Write DIR/_batchscore_summary.json (per-column statistics).")
+    ] = True,
     engine: Annotated[
         str,
         typer.Option(
@@ -208,9 +266,13 @@ def score(
             with_score=with_score,
             mode=mode,  # type: ignore[arg-type]
             compression=compression,  # type: ignore[arg-type]
+            format=format,  # type: ignore[arg-type]
+            schema_mode=schema_mode,  # type: ignore[arg-type]
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
+            summary=summary,
+            **_drift_options(reference, max_psi, max_null_rate_change, on_drift),
             engine=engine,  # type: ignore[arg-type]
             workers=workers,
             ray_address=ray_address,
@@ -239,6 +301,10 @@ def run_job(
         bool,
         typer.Option("--dry-run", help="Check inputs, model, pin, mapping and output; print the plan; score nothing."),
     ] = False,
+    reference: Reference = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    on_drift: OnDrift = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -247,11 +313,27 @@ def run_job(
     _setup_logging(quiet=quiet, verbose=verbose, log_format=log_format)
     with _Errors(log_format=log_format):
         spec = load_job(job, ds=ds, overrides=overrides or ())
+        drift_flags = _drift_options(reference, max_psi, max_null_rate_change, on_drift)
+        if drift_flags:  # the flags win over the job file's [drift] keys
+            spec = spec.replace(**drift_flags)
         if dry_run:
             plan = pipeline.dry_run(spec)
             typer.echo(json.dumps(plan, indent=2) if log_format == "json" else _render(plan))
             return
         _score(spec, quiet=quiet, log_format=log_format)
+
+
+def _drift_options(
+    reference: str | None, max_psi: float | None, max_null_rate_change: float | None, on_drift: str | None
+) -> dict[str, Any]:
+    """The drift flags that were given, as JobSpec fields."""
+    given = {
+        "reference": reference,
+        "max_psi": max_psi,
+        "max_null_rate_change": max_null_rate_change,
+        "on_drift": on_drift,
+    }
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _input_map(values: list[str] | None) -> dict[str, tuple[str, ...]]:
@@ -279,7 +361,9 @@ def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
 
 @app.command()
 def inspect(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="The ONNX model file.")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="The ONNX model file, or a Delta table to show its history.")
+    ],
     data: Annotated[
         list[str] | None,
         typer.Option(metavar="INPUT", help="Parquet input(s) to dry-run the column mapping against (repeatable)."),
@@ -294,9 +378,18 @@ def inspect(
     device: Device = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping."""
+    """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping.
+
+    Given a Delta table written with --format delta: its versions, newest first (date, rows, model, run).
+    """
     _setup_logging(quiet=True, verbose=False, log_format="text")
     with _Errors(log_format="text"):
+        if _is_delta_table(model):
+            from batchscore import deltalog
+
+            table = deltalog.describe(model)
+            typer.echo(json.dumps(table, indent=2) if as_json else deltalog.render_history(table))
+            return
         spec = JobSpec(
             inputs=tuple(data or ["-"]),
             model=model,
@@ -318,6 +411,50 @@ def inspect(
 
             info = Model(model, device=spec.device).describe()
     typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[str, typer.Argument(metavar="OUT", help="An output folder, or a saved _batchscore_summary.json.")],
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REF",
+            help="Compare with this output folder or saved summary. Default: the run's own reference.",
+        ),
+    ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Also write a self-contained HTML page (needs batchscore[report])."),
+    ] = None,
+    max_psi: MaxPsi = None,
+    max_null_rate_change: MaxNullRateChange = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Show an output's data and prediction summary and its drift against a reference (worst columns first)."""
+    _setup_logging(quiet=True, verbose=False, log_format="text")
+    with _Errors(log_format="text"):
+        from batchscore import drift, htmlreport, textreport
+
+        review = drift.review(out, reference=reference, max_psi=max_psi, max_null_rate_change=max_null_rate_change)
+        if html:
+            htmlreport.write(html, review)
+    if as_json:
+        data = {
+            "summary": review.current.summary.describe(),
+            "lineage": review.current.lineage,
+            "drift": None if review.drift is None else review.drift.to_dict(),
+        }
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(textreport.render(review))
+    if html:
+        typer.echo(f"wrote {html}", err=True)
+
+
+def _is_delta_table(path: str) -> bool:
+    """A folder with a ``_delta_log``: ``inspect`` shows the table's history (no deltalake import otherwise)."""
+    return not path.endswith(".onnx") and os.path.isdir(os.path.join(path, "_delta_log"))
 
 
 def _render(info: dict[str, Any], indent: str = "") -> str:
@@ -453,4 +590,27 @@ class _Progress:
 
 def main() -> None:
     """Entry point of the ``batchscore`` console script."""
-    app(prog_name="batchscore")
+    try:
+        app(prog_name="batchscore")
+    except SystemExit as done:
+        if "deltalake" in sys.modules:
+            _exit_now(done.code)
+        raise
+
+
+def _exit_now(code: int | str | None) -> None:
+    """End a process that loaded deltalake at once, its output flushed, so the exit code is the one meant.
+
+    With deltalake 1.6 and pyarrow 26, the interpreter's own teardown can abort
+    (exit 134, "terminate called without an active exception", delta-rs#2184)
+    after the work is done; a scheduler would read a failed night. Nothing is
+    left to run at that point: the commit and the report are written.
+    """
+    if isinstance(code, str):
+        typer.echo(code, err=True)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

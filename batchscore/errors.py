@@ -10,9 +10,11 @@
     +-- ModelError                  exit 4  model unreadable or unsupported
     |   +-- DeviceUnavailableError  exit 4  the requested device cannot be used
     +-- OutputError                 exit 5  output cannot be written
-        +-- OutputExistsError       exit 5  output exists and mode=error, or cannot be resumed
-        +-- OutputLockedError       exit 5  another live run is writing the same output
-    +-- EngineError                 exit 6  a worker process died, or the Ray cluster is unreachable or lost
+    |   +-- OutputExistsError       exit 5  output exists and mode=error, or cannot be resumed
+    |   +-- OutputLockedError       exit 5  another live run is writing the same output
+    +-- DriftError                  exit 6  the data drifted from the reference beyond the limits and
+                                            on_drift is 'fail'; the output IS committed
+    +-- EngineError                 exit 7  a worker process died, or the Ray cluster is unreachable or lost
 
 Every message is one line: where (file, column, model input), what was expected,
 what was found, and the fix. Errors take a single message argument so that they
@@ -25,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "BatchScoreError",
     "DeviceUnavailableError",
+    "DriftError",
     "EngineError",
     "InputDataError",
     "JobSpecError",
@@ -94,7 +97,17 @@ class OutputLockedError(OutputError):
     """Another live run holds the output folder's lock."""
 
 
+class DriftError(BatchScoreError):
+    """The run's data drifted from the reference beyond the limits, with on_drift 'fail'.
+
+    Raised after the commit: the scores and the summary are in place, the exit code (6) tells a
+    scheduler to stop the downstream tasks until a person has looked.
+    """
+
+    exit_code = 6
+
+
 class EngineError(BatchScoreError):
     """The engine running the tasks failed: a worker died, or the Ray cluster cannot be reached or was lost."""
 
-    exit_code = 6
+    exit_code = 7

@@ -9,15 +9,22 @@
     threads = 8                  on_null = "error"           prediction_col = "prediction"
                                                                                        ray_address = "auto"
                                  fill_value = 0.0            compression = "zstd"
-                                 filter = "region = 'eu'"    partition_by = ["region"]
+                                 filter = "region = 'eu'"    format = "parquet"  # or "delta"
+                                                             partition_by = ["region"]
                                  columns = {income = "annual_income", x = ["a", "b"]}
                                                              report = "out/report.json"
                                                              columns = {prediction = "decision"}
                                                              threshold = 0.7
                                                              with_score = true
+                                                             summary = true
+    [drift]
+    reference = "out/ds={yesterday_ds}"              # compare with an earlier output (missing: a warning)
+    max_psi = 0.25
+    max_null_rate_change = 0.1
+    on_drift = "warn"                                # or "fail": exit 6 after the commit
 
 Required: ``model.path``, ``input.paths``, ``output.path``. ``{ds}``,
-``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths and the filter.
+``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths (``drift.reference`` too) and the filter.
 Relative paths resolve against the job file's folder, wherever the scheduler
 starts the process (cron starts in $HOME, Airflow in a temporary folder).
 ``--set section.key=value`` overrides a key; the value is read as TOML
@@ -72,17 +79,26 @@ KEYS: dict[str, dict[str, _Key]] = {
         "prob_format": _Key("prob_format", "str"),
         "prediction_col": _Key("prediction_col", "str"),
         "compression": _Key("compression", "str"),
+        "format": _Key("format", "str"),
+        "schema_mode": _Key("schema_mode", "str"),
         "partition_by": _Key("partition_by", "list"),
         "report": _Key("report", "str", path=True),
         "columns": _Key("output_columns", "table"),
         "threshold": _Key("threshold", "float"),
         "with_score": _Key("with_score", "bool"),
+        "summary": _Key("summary", "bool"),
     },
     "run": {
         "batch_size": _Key("batch_size", "int"),
         "engine": _Key("engine", "str"),
         "workers": _Key("workers", "int"),
         "ray_address": _Key("ray_address", "str"),
+    },
+    "drift": {
+        "reference": _Key("reference", "str", path=True),
+        "max_psi": _Key("max_psi", "float"),
+        "max_null_rate_change": _Key("max_null_rate_change", "float"),
+        "on_drift": _Key("on_drift", "str"),
     },
 }
 REQUIRED = ("model.path", "input.paths", "output.path")

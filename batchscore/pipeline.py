@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
@@ -30,12 +30,18 @@ from batchscore.engines import engine_for
 from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
+from batchscore.quality import NO_SIDECARS, RunQuality
 from batchscore.reader import InputFile, resolve_inputs, scan
 from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.spec import JobSpec
+from batchscore.summary import SUMMARY, Summary, merge_all
+from batchscore.summary import find as summary_file
 from batchscore.tasks import Task, TaskResult, Work, plan_tasks
 from batchscore.writer import OutputDir, lock_owner
+
+if TYPE_CHECKING:
+    from batchscore.delta import DeltaOutput
 
 log = logging.getLogger("batchscore")
 
@@ -208,8 +214,8 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "batchscore_version": __version__,
     }
     header = _header(ready, run_id=run_id, started_at=report.started_at)
-    out = OutputDir(
-        spec.out,
+    out = _output(
+        ready,
         mode=spec.mode,
         run_id=run_id,
         metadata=metadata,
@@ -217,15 +223,18 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         partition_by=spec.partition_by,
         header=header,
     )
+    # the run summary (and drift check) goes next to a folder of parts; a Delta table has no place for it yet
+    quality = RunQuality(spec, plan, files) if spec.summary and isinstance(out, OutputDir) else None
     with _interrupt.deferred():  # a signal stops the run at the next batch, never inside a queue or the commit
         todo = out.open(files)
         try:
             report.parts_skipped = len(files) - len(todo)
             if out.complete:
                 log.info("%s already holds all %d part(s) for these inputs; nothing to score", spec.out, len(files))
-                report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
+                if isinstance(out, OutputDir):  # a Delta table keeps no parts from before: its commit is one
+                    report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
-                _score(ready, plan_tasks(files, todo), out, report, progress)
+                _score(ready, plan_tasks(files, todo), out, report, progress, quality)
                 _interrupt.check()  # the last moment to stop with nothing committed
                 entries = [out.parts[i] for i in sorted(out.parts)]
                 lineage = {
@@ -235,16 +244,29 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                     "rows_written": sum(e["rows"] for e in entries),
                     "null_counts": _sum_counts(e["null_counts"] for e in entries),
                 }
-                report.parts = out.commit(len(files), lineage)
+                # the run summary is committed with the output, before the manifest and _SUCCESS
+                sidecars = (
+                    NO_SIDECARS if quality is None else quality.sidecars(spec.out, out.parts, {**out.header, **lineage})
+                )
+                if isinstance(out, OutputDir):
+                    lineage["summary"] = SUMMARY if quality else None
+                    report.parts = out.commit(len(files), lineage, sidecars=sidecars)
+                else:
+                    report.parts = out.commit(len(files), lineage)
         finally:
             out.close()
     if _interrupt.pending() is not None:
         log.warning("a stop signal came in during the commit; the commit completed")
+    if quality is not None:
+        report.summary, checked = quality.result(spec.out)
+        report.drift = None if checked is None else checked.to_dict()
     report.seconds = round(time.perf_counter() - started, 3)
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
         write_report(report, spec.report)
+    if quality is not None:
+        quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
 
 
@@ -252,12 +274,18 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
     """Check everything a run would check, inputs to output folder, and say what it would do; score nothing."""
     ready = prepare(spec)
     files, model, plan = ready.files, ready.model, ready.plan
-    out = OutputDir(
-        spec.out, mode=spec.mode, run_id="dry-run", metadata={}, header=_header(ready, run_id="", started_at="")
+    out = _output(
+        ready,
+        mode=spec.mode,
+        run_id="dry-run",
+        metadata={},
+        header=_header(ready, run_id="", started_at=""),
     )
     todo = out.check(files)
     owner = lock_owner(spec.out)
-    if out.pending_commit() is not None:
+    if not isinstance(out, OutputDir):
+        action = out.plan(files)
+    elif out.pending_commit() is not None:
         action = "finish the commit a dead run left half done, then decide again"
     elif out.complete:
         action = f"nothing to do: all {len(files)} part(s) are committed for these inputs and this model"
@@ -281,12 +309,32 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "keep": list(plan.keep),
         "filter": spec.filter or "none",
         "outputs": [o.name for o in plan.outputs],
-        "output": f"{spec.out} (mode {spec.mode}, {spec.compression}"
+        "output": f"{spec.out} ({'Delta table, ' * (spec.format == 'delta')}mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
         "engine": engine,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
+        "drift": _drift_plan(spec),  # issue 11
     }
+
+
+def _drift_plan(spec: JobSpec) -> str:
+    if spec.reference is None:
+        return "not checked (no reference)" if spec.summary else "not checked (--no-summary)"
+    found = "found" if summary_file(spec.reference) else "missing: a warning, drift not checked"
+    return f"against {spec.reference} ({found}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
+
+
+def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
+    """Where the scores go: a folder of Parquet parts, or one commit to a Delta table (``format="delta"``)."""
+    spec = ready.spec
+    if spec.format == "delta":
+        from batchscore.delta import DeltaOutput
+
+        options.setdefault("partition_by", spec.partition_by)
+        schema = ready.plan.output_schema(ready.files[0])
+        return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
+    return OutputDir(spec.out, **options)
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -310,19 +358,26 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
 
 
 def _score(
-    ready: Prepared, tasks: Sequence[Task], out: OutputDir, report: RunReport, progress: ProgressCallback | None
+    ready: Prepared,
+    tasks: Sequence[Task],
+    out: OutputDir | DeltaOutput,
+    report: RunReport,
+    progress: ProgressCallback | None,
+    quality: RunQuality | None = None,
 ) -> None:
-    """Hand the tasks to the engine; record each input's part as its last task ends."""
+    """Hand the tasks to the engine; record each input's part (and its summary) as its last task ends."""
     spec = ready.spec
     work = Work(
         spec=spec,
         files=ready.files,
         plan=ready.plan,
-        staging=out.staging,
+        # workers write into the run's staging area; a Delta table takes every part through its one writer (local)
+        staging=out.staging if isinstance(out, OutputDir) else out,
         model_sha256=ready.model.sha256,
         provider=ready.provider,
+        summary=None if quality is None else quality.template.to_bytes(),
     )
-    parts = _Parts(ready.files, tasks, out, report, progress)
+    parts = _Parts(ready.files, tasks, out, report, progress, quality)
     report.workers = engine_for(spec, ready.model).run(work, tasks, done=parts.done, scored=parts.scored)
     parts.scored(0)
 
@@ -334,12 +389,14 @@ class _Parts:
         self,
         files: list[InputFile],
         tasks: Sequence[Task],
-        out: OutputDir,
+        out: OutputDir | DeltaOutput,
         report: RunReport,
         progress: ProgressCallback | None,
+        quality: RunQuality | None,
     ) -> None:
         self.files = files
         self.out = out
+        self.quality = quality
         self.report = report
         self.progress = progress
         self.pieces = {t.index: t.pieces for t in tasks}
@@ -381,6 +438,9 @@ class _Parts:
             null_counts=_sum_counts(r.null_counts for r in results),
             committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
+        if self.quality is not None:  # issue 11: the part's summary, its pieces merged
+            pieces = [Summary.from_bytes(r.summary) for r in results if r.summary is not None]
+            self.quality.parts[index] = merge_all(pieces) or self.quality.template.empty()
         self.out.finish_part(index, entry)
         with self._lock:
             self.files_done += 1

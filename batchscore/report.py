@@ -53,6 +53,10 @@ class RunReport:
     peak_rss_mb: float = 0.0
     """This process's peak memory; workers of the processes and ray engines have their own."""
     started_at: str = ""
+    summary: dict[str, Any] | None = None
+    """Per-feature and per-output statistics of the output (``DIR/_batchscore_summary.json``, readable part)."""
+    drift: dict[str, Any] | None = None
+    """The comparison with ``--reference``, worst columns first; None without a reference."""
     engine: str = "local"
     workers: list[dict[str, Any]] = field(default_factory=list)
     """What each worker did: ``worker``, ``host``, ``pid``, ``tasks``, ``rows`` (and ``model_loads``)."""

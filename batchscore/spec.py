@@ -19,9 +19,16 @@ OnNull = Literal["error", "fill", "skip"]
 ProbFormat = Literal["columns", "list"]
 Mode = Literal["error", "overwrite", "resume"]
 Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
+OnDrift = Literal["warn", "fail"]
+Format = Literal["parquet", "delta"]
+SchemaMode = Literal["strict", "merge"]
 EngineName = Literal["local", "processes", "ray"]
 
 DEFAULT_BATCH_SIZE = 65536
+DEFAULT_MAX_PSI = 0.25
+"""PSI above this is a major shift in the usual reading (< 0.1 stable, 0.1-0.25 moderate)."""
+DEFAULT_MAX_NULL_RATE_CHANGE = 0.1
+"""A null rate moving by more than 10 points is drift."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +40,7 @@ class JobSpec:
     model: str
     """Path of the ONNX model."""
     out: str
-    """Output directory."""
+    """Output directory; with ``format="delta"``, the Delta table's path."""
     features: tuple[str, ...] | None = None
     """Feature columns in the model's order; None: every numeric non-keep column."""
     keep: tuple[str, ...] | None = None
@@ -57,6 +64,10 @@ class JobSpec:
     mode: Mode = "error"
     """If ``out`` holds output: fail, replace it, or resume (keep parts already scored for the same inputs)."""
     compression: Compression = "zstd"
+    format: Format = "parquet"
+    """``parquet``: a folder of parts and ``_SUCCESS``; ``delta``: one commit to a Delta Lake table."""
+    schema_mode: SchemaMode = "strict"
+    """Delta only: ``merge`` lets a run add columns the table lacks (schema evolution); ``strict`` refuses."""
     partition_by: tuple[str, ...] | None = None
     """Output columns to split the output by, as hive folders ``DIR/col=value/``."""
     filter: str | None = None
@@ -77,6 +88,16 @@ class JobSpec:
     history: str | None = None
     """A glob of this job's earlier outputs (its output path with the date as ``*``), set by job files: an
     inferred feature order is checked against what they were scored with."""
+    summary: bool = True
+    """Write the run summary (``DIR/_batchscore_summary.json``): per-feature and per-output statistics."""
+    reference: str | None = None
+    """An earlier output folder or saved summary to compare this run's summary with; missing: a warning."""
+    max_psi: float = DEFAULT_MAX_PSI
+    """A column whose PSI against the reference exceeds this has drifted."""
+    max_null_rate_change: float = DEFAULT_MAX_NULL_RATE_CHANGE
+    """A column whose null rate moves by more than this (a share, 0.1 = 10 points) has drifted."""
+    on_drift: OnDrift = "warn"
+    """Drift over the limits: log a warning, or fail (exit 6) after committing the output."""
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, Device)
@@ -84,6 +105,12 @@ class JobSpec:
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
         _check_choice("compression", self.compression, Compression)
+        _check_choice("on_drift", self.on_drift, OnDrift)
+        _check_choice("format", self.format, Format)
+        _check_choice("schema_mode", self.schema_mode, SchemaMode)
+        if self.schema_mode != "strict" and self.format != "delta":
+            msg = f"schema_mode {self.schema_mode!r} applies to Delta tables only; pass --format delta or drop it"
+            raise JobSpecError(msg)
         _check_choice("engine", self.engine, EngineName)
         if self.workers is not None and self.workers < 1:
             msg = f"workers must be at least 1, got {self.workers}; omit it for one per core"
@@ -96,6 +123,12 @@ class JobSpec:
             raise JobSpecError(msg)
         if self.ray_address is not None and self.engine != "ray":
             msg = f"ray_address {self.ray_address!r} needs engine ray; pass --engine ray, or leave --ray-address out"
+            raise JobSpecError(msg)
+        if self.format == "delta" and self.engine != "local":
+            msg = (
+                f"format delta needs engine local: a Delta table's one commit streams every part through one "
+                f"writer in this process; use --format parquet with --engine {self.engine}"
+            )
             raise JobSpecError(msg)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
@@ -116,6 +149,26 @@ class JobSpec:
             msg = (
                 f"model sha256 pin must be 64 hex digits, got {self.model_sha256!r}; "
                 "copy it from `batchscore inspect MODEL` or `sha256sum MODEL`"
+            )
+            raise JobSpecError(msg)
+        if not self.max_psi > 0:
+            msg = f"max_psi must be a positive number (0.25 flags a major shift), got {self.max_psi}"
+            raise JobSpecError(msg)
+        if not 0 < self.max_null_rate_change <= 1:
+            msg = (
+                "max_null_rate_change must be a share between 0 and 1 (0.1 = 10 points), "
+                f"got {self.max_null_rate_change}"
+            )
+            raise JobSpecError(msg)
+        if self.reference is not None and self.format == "delta":
+            msg = (
+                "drift checks (--reference) need the run summary, which Parquet output stores next to its parts; "
+                "a Delta table has no place for it yet: drop --reference, or write --format parquet"
+            )
+            raise JobSpecError(msg)
+        if self.reference is not None and not self.summary:
+            msg = (
+                "a drift reference needs this run's summary; drop --no-summary (output.summary = false) or --reference"
             )
             raise JobSpecError(msg)
         if self.filter is not None:

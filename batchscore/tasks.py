@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
 
@@ -34,7 +34,8 @@ from batchscore.reader import InputFile, iter_batches, row_group_sizes
 from batchscore.rowfilter import RowFilter
 from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
-from batchscore.writer import Staging, dictionary_columns
+from batchscore.summary import Summary
+from batchscore.writer import dictionary_columns
 
 if TYPE_CHECKING:
     from batchscore.model import Model
@@ -46,6 +47,20 @@ ASSEMBLE_IN_THREAD = frozenset({"CUDAExecutionProvider"})
 """Providers whose runs leave the CPU free, so the next batch is assembled in a thread of its own while
 the model runs. On the CPU, onnxruntime's threads already use every core: measured on 2 cores, the
 extra thread cost 7% on a linear model and 40 MB of peak memory, so assembly stays inline there."""
+
+
+class PartSink(Protocol):
+    """Where a task's part goes: the run's staging area (:class:`batchscore.writer.Staging`, which pickles)."""
+
+    def write_part(
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
+    ) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,8 @@ class TaskResult:
     rows_null_output: int = 0
     null_counts: dict[str, int] = field(default_factory=dict)
     """Nulls met per feature column."""
+    summary: bytes | None = None
+    """The part's data summary (:meth:`batchscore.summary.Summary.to_bytes`), when the run keeps one."""
 
 
 @dataclass(frozen=True)
@@ -86,11 +103,13 @@ class Work:
     spec: JobSpec
     files: list[InputFile]
     plan: FeaturePlan
-    staging: Staging
+    staging: PartSink
     model_sha256: str
     """The model the driver checked; a worker that loads another file refuses to score."""
     provider: str
     """The execution provider the driver expects every worker to run on."""
+    summary: bytes | None = None
+    """An empty summary of the run's columns (``Summary.to_bytes``): each task fills its own; None: no summary."""
 
     @property
     def schema(self) -> pa.Schema:
@@ -141,6 +160,7 @@ class _TaskEnd:
     rows_filtered: int
     null_counts: dict[str, int] = field(default_factory=dict)
     rows_null_output: int = 0
+    summary: bytes | None = None
 
 
 class _PartBatches:
@@ -234,6 +254,7 @@ def score_tasks(
                     rows_filtered=end.rows_filtered,
                     rows_null_output=end.rows_null_output,
                     null_counts=end.null_counts,
+                    summary=end.summary,
                 )
             )
 
@@ -250,6 +271,8 @@ def score_tasks(
     sink: Sink[tuple[Task, pa.RecordBatch | _TaskEnd]] = Sink(write, depth=QUEUE_DEPTH, name="batchscore-write")
     nulls_before: dict[str, int] = {}
     null_output = 0
+    template = Summary.from_bytes(work.summary) if work.summary is not None else None
+    summary = template.empty() if template is not None else None
     try:
         for task, batch, ready in assembled or stage:
             _interrupt.check()  # the driver's stop signal, at a batch boundary (a no-op in workers)
@@ -257,12 +280,16 @@ def score_tasks(
                 assert isinstance(ready, _TaskEnd)
                 nulls = {k: v - nulls_before.get(k, 0) for k, v in ready.null_counts.items()}
                 nulls_before = ready.null_counts
-                end = _TaskEnd(ready.rows_filtered, {k: v for k, v in nulls.items() if v}, null_output)
+                blob = summary.to_bytes() if summary is not None else None
+                end = _TaskEnd(ready.rows_filtered, {k: v for k, v in nulls.items() if v}, null_output, blob)
                 sink.put((task, end))
                 null_output = 0
+                summary = template.empty() if template is not None else None
                 continue
             assert isinstance(ready, Assembled)
             predicted = scorer.infer(ready)
+            if summary is not None:
+                summary.update(batch, predicted)  # issue 11: features as read, outputs as scored
             sink.put((task, pa.RecordBatch.from_arrays(batch.columns[:keep_count] + predicted, schema=schema)))
             if ready.invalid is not None:
                 null_output += int(ready.invalid.sum())

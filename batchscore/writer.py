@@ -40,7 +40,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -409,8 +409,14 @@ class OutputDir:
 
     # -- committing ---------------------------------------------------------------------------
 
-    def commit(self, parts: int, lineage: dict[str, Any]) -> list[str]:
-        """Journal, then publish every staged part, retire old ones, install the manifest, write ``_SUCCESS``."""
+    def commit(
+        self, parts: int, lineage: dict[str, Any], *, sidecars: Mapping[str, bytes | None] | None = None
+    ) -> list[str]:
+        """Journal, then publish every staged part, retire old ones, install the manifest, write ``_SUCCESS``.
+
+        ``sidecars``: small files installed in the folder with the parts (or, for None, removed), such as the
+        run summary; names start with ``_`` so that readers of the folder skip them.
+        """
         if sorted(self.parts) != list(range(parts)):
             msg = f"internal error: {len(self.parts)} of {parts} parts written in {self.staging.root.uri}"
             raise OutputError(msg)
@@ -419,18 +425,23 @@ class OutputDir:
         new_manifest = {**self.header, "complete": True, "parts": [self.parts[i] for i in range(parts)]}
         staged_manifest = self.staging.root.child(manifest.MANIFEST)
         staged_success = self.staging.root.child(SUCCESS)
+        extra = {name: data for name, data in (sidecars or {}).items() if data is not None}
         journal = {
             "run_id": self.run_id,
             "publish": [
                 [self.staging.staged(n).relative_to(self.root), n]
                 for i in sorted(self._staged)
                 for n in self.parts[i]["files"]
-            ],
-            "retire": sorted(manifest.listed_files(self._old) - set(names)),
+            ]
+            + [[self.staging.staged(n).relative_to(self.root), n] for n in sorted(extra)],
+            "retire": sorted(manifest.listed_files(self._old) - set(names))
+            + sorted(n for n, data in (sidecars or {}).items() if data is None),
             "manifest": staged_manifest.relative_to(self.root),
             "success": staged_success.relative_to(self.root),
         }
         try:  # everything that needs space happens before the journal exists; after it, only moves and deletes
+            for name, data in extra.items():
+                self.staging.staged(name).write_bytes(data)
             staged_manifest.write_bytes(manifest.encode(new_manifest))
             staged_success.write_bytes(b"")
             self.work.child(JOURNAL).write_bytes(json.dumps(journal, indent=1).encode())

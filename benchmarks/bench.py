@@ -24,7 +24,8 @@ memory of all their processes together (``launch.py`` samples the process tree).
 
 Plus data-wide stage-alone numbers (Parquet read, float64->float32
 conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
-files vs all of them) and its start-up time.  The results are printed as
+files vs all of them), the same with ``--format delta`` (rate and peak RSS of
+the Delta Lake output) and its start-up time.  The results are printed as
 tables with PASS/FAIL against the performance targets and written to a JSON
 file.
 
@@ -84,6 +85,7 @@ MODEL_ROW_CAPS: dict[str, int] = {
 RSS_LIMIT_MB = 500.0
 RSS_FLAT_LIMIT = 0.10
 STARTUP_LIMIT_S = 1.0
+SUMMARY_COST_LIMIT = 0.05
 
 E2E = ("plain", "polars", "batchscore", "local", "processes", "ray", "raydata")
 ENGINES = ("local", "processes", "ray", "raydata")
@@ -257,9 +259,10 @@ def count_parquet_rows(path: Path) -> int:
 
 
 def batchscore_cmd(
-    files: Sequence[Path], model: Path, out_dir: Path, report: Path, extra: Sequence[str] = ()
+    files: Sequence[Path], model: Path, out_dir: Path, report: Path, *, summary: bool = True, extra: Sequence[str] = ()
 ) -> list[str]:
-    """The ``batchscore score`` command line the benchmark runs (``extra``: e.g. ``--engine processes``)."""
+    """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``;
+    ``extra``: more flags, e.g. ``--format delta``)."""
     return [
         sys.executable,
         "-m",
@@ -279,6 +282,7 @@ def batchscore_cmd(
         "--quiet",
         "--report",
         str(report),
+        *([] if summary else ["--no-summary"]),
         *extra,
     ]
 
@@ -290,16 +294,22 @@ def run_batchscore(
     timeout_s: float,
     expect_rows: int,
     *,
-    name: str = "batchscore",
+    summary: bool = True,
+    name: str | None = None,
     extra: Sequence[str] = (),
     keep_output: bool = False,
 ) -> Measurement:
-    """Run the batchscore CLI end to end; never raises on a batchscore failure."""
+    """Run the batchscore CLI end to end; never raises on a batchscore failure.
+
+    The rows written are counted from the Parquet files under ``out_dir``: the
+    parts, or the data files of a Delta table written once (its only version).
+    """
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report, extra), timeout_s)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, summary=summary, extra=extra), timeout_s)
+    name = name or ("batchscore" if summary else "no_summary")
     m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
     m.extra["tree_peak_mb"] = round(res.tree_peak_mb, 1)
     if not res.ok:
@@ -492,15 +502,19 @@ def bench_model(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.
     fstr = [str(f) for f in files]
     feats = list(datagen.FEATURES)
     results: dict[str, Measurement] = {}
-    for contender in ("inference", "plain", "polars", "batchscore"):
-        if contender in args.skip:
+    # no_summary: batchscore --no-summary, on logreg only, to show what the run summary costs (issue 11)
+    contenders = ("inference", "plain", "polars", "batchscore", *(["no_summary"] if model == "logreg" else []))
+    for contender in contenders:
+        if contender in args.skip or (contender == "no_summary" and "batchscore" in args.skip):
             continue
         runs: list[Measurement] = []
         for _ in range(args.repeat):
             out_dir = out_root / model / contender
             shutil.rmtree(out_dir, ignore_errors=True)
-            if contender == "batchscore":
-                m = run_batchscore(files, model_path, out_dir, args.child_timeout, rows)
+            if contender in ("batchscore", "no_summary"):
+                m = run_batchscore(
+                    files, model_path, out_dir, args.child_timeout, rows, summary=contender == "batchscore"
+                )
             else:
                 kind = "infer" if contender == "inference" else contender
                 spec = {
@@ -715,6 +729,38 @@ def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: 
     }
 
 
+DELTA_FLAGS = ("--format", "delta")
+
+
+def bench_delta(ds: datagen.Dataset, out_root: Path, timeout_s: float, parquet: Measurement | None) -> dict[str, Any]:
+    """batchscore writing a Delta table (--format delta, logreg): rate and peak RSS, 1/4 of the files vs all.
+
+    Reported, not checked: the targets above were set for the Parquet output.
+    """
+    k = max(1, len(ds.files) // 4)
+    rows_small, rows_full = sum(ds.file_rows[:k]), sum(ds.file_rows)
+    model = ds.models["logreg"]
+    log(f"Delta output (batchscore --format delta, logreg): {k} vs {len(ds.files)} files")
+    small = run_batchscore(ds.files[:k], model, out_root / "delta" / "small", timeout_s, rows_small, extra=DELTA_FLAGS)
+    full = run_batchscore(ds.files, model, out_root / "delta" / "full", timeout_s, rows_full, extra=DELTA_FLAGS)
+    growth = (full.peak_rss_mb / small.peak_rss_mb - 1.0) if small.ok and full.ok and small.peak_rss_mb > 0 else None
+    same = parquet is not None and parquet.ok and parquet.rows == rows_full
+    log(
+        f"  {rows_small:,} rows {small.peak_rss_mb:7.0f} MB  {rows_full:,} rows {full.peak_rss_mb:7.0f} MB "
+        f"({fmt_rate(full.rows_per_s)} rows/s)  growth {'-' if growth is None else f'{growth * 100:+.1f}%'}"
+        + (f"  [Parquet output: {parquet.peak_rss_mb:.0f} MB, {fmt_rate(parquet.rows_per_s)} rows/s]" if same else "")
+    )
+    return {
+        "rows_small": rows_small,
+        "rows_full": rows_full,
+        "rows_ratio": round(rows_full / rows_small, 3) if rows_small else None,
+        "small": small.to_dict(),
+        "full": full.to_dict(),
+        "rss_growth": None if growth is None else round(growth, 4),
+        "parquet_full": parquet.to_dict() if same and parquet is not None else None,
+    }
+
+
 def bench_startup(model: Path, timeout_s: float, repeats: int = 3) -> dict[str, Any]:
     """Wall time of ``import batchscore`` and of ``batchscore inspect MODEL`` (median of ``repeats``)."""
 
@@ -770,6 +816,17 @@ def model_checks(model: str, res: dict[str, Any]) -> list[dict[str, Any]]:
         ge("inference-only", inf, 0.9)
         ge("plain", plain, 1.0)
         ge("polars", polars, 1.0)
+    cost = summary_cost(res)
+    if model == "logreg" and cost is not None:
+        out.append(
+            check(
+                "logreg: run summary costs <= 5% (vs --no-summary)",
+                "<= 5%",
+                cost,
+                cost <= SUMMARY_COST_LIMIT,
+                note="wall time, one run each: noisy on a busy machine; benchmarks/summary_cost.py measures it well",
+            )
+        )
     rss = bs.peak_rss_mb if bs is not None and bs.ok else None
     out.append(
         check(
@@ -789,11 +846,11 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
     log()
     log(title + (f"  [{res['note']}]" if res["note"] else ""))
     rows: list[list[str]] = []
-    for name in ("inference", "plain", "polars", "batchscore"):
+    for name in ("inference", "plain", "polars", "batchscore", "no_summary"):
         m = c.get(name)
         if m is None:
             continue
-        label = "inference-only" if name == "inference" else name
+        label = {"inference": "inference-only", "no_summary": "batchscore --no-summary"}.get(name, name)
         if not m.ok:
             rows.append([label, "FAILED", "-", "-", "-"])
             continue
@@ -801,7 +858,7 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
             [
                 label,
                 fmt_rate(m.rows_per_s),
-                fmt_rate(m.internal_rows_per_s) if name in E2E else "",
+                fmt_rate(m.internal_rows_per_s) if name in (*E2E, "no_summary") else "",
                 f"{m.wall_s:.2f}",
                 f"{m.peak_rss_mb:.0f}",
             ]
@@ -819,6 +876,15 @@ def print_model_table(model: str, res: dict[str, Any], stages: dict[str, Measure
         f"/ polars = {fmt_ratio(ratio(bs, c.get('polars')))}   "
         f"/ inference-only = {fmt_ratio(ratio(bs, c.get('inference')))}"
     )
+    cost = summary_cost(res)
+    if cost is not None:
+        log(f"run summary cost: {cost:+.1%} of the run's wall time (batchscore vs batchscore --no-summary)")
+
+
+def summary_cost(res: dict[str, Any]) -> float | None:
+    """1 - rate(batchscore) / rate(batchscore --no-summary): what the run summary costs; None if not measured."""
+    r = ratio(res["contenders"].get("batchscore"), res["contenders"].get("no_summary"))
+    return None if r is None else 1 - r
 
 
 def print_checks(checks: list[dict[str, Any]], *, rows: int) -> None:
@@ -877,7 +943,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated contenders/sections to skip: inference,plain,polars,batchscore,stages,flatness,startup,"
+        help="comma-separated contenders/sections to skip: "
+        "inference,plain,polars,batchscore,no_summary,stages,flatness,delta,startup,"
         "engines (or one of local,processes,ray,raydata,stage_cpu)",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
@@ -975,6 +1042,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "flatness" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
         flat = bench_flatness(ds, out_root, args.child_timeout, full)
+    delta: dict[str, Any] | None = None
+    if "delta" not in args.skip and "batchscore" not in args.skip:
+        full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
+        delta = bench_delta(ds, out_root, args.child_timeout, full)
     startup: dict[str, Any] | None = None
     if "startup" not in args.skip:
         startup = bench_startup(ds.models["logreg"], args.child_timeout)
@@ -1021,6 +1092,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "batchscore/plain": ratio(r["contenders"].get("batchscore"), r["contenders"].get("plain")),
                 "batchscore/polars": ratio(r["contenders"].get("batchscore"), r["contenders"].get("polars")),
                 "batchscore/inference": ratio(r["contenders"].get("batchscore"), r["contenders"].get("inference")),
+                "summary_cost": summary_cost(r),
             },
         }
         for m, r in model_results.items()
@@ -1029,6 +1101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model: {name: m.to_dict() for name, m in engines.items()} for model, engines in engine_results.items()
     }
     results["rss_flatness"] = flat
+    results["delta"] = delta
     results["startup"] = startup
     results["checks"] = checks
     results["all_pass"] = all(ck["pass"] for ck in checks)

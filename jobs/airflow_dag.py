@@ -8,6 +8,10 @@ not matter. A retry resumes: parts committed before a crash are kept.
 Exit codes (see README): 2 bad job or flags, 3 bad input, 4 model refused or
 unloadable, 5 output locked by another run or not resumable. Airflow fails the
 task on any of them; only 5 is worth a retry, and the retry does no harm on the others.
+6: the night's data drifted from the night before beyond the job's [drift] limits. The
+scores are committed, but the task fails so that `summarize` waits for a person; a retry
+checks again and fails again. Look with `batchscore report out/nightly/ds=<ds>`, then
+mark the task success (or fix the input and rescore with --set output.mode=overwrite).
 """
 
 from __future__ import annotations

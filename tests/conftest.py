@@ -23,6 +23,8 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from batchscore import JobSpec
+
 N_FEATURES = 6
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -301,6 +303,33 @@ def sandbox(tmp_path: Path) -> Path:
     if (ROOT / ".venv").exists():
         (root / ".venv").symlink_to(ROOT / ".venv")
     return root
+
+
+# --- nightly Delta tables (issue 14) ---
+
+DAYS = {"2026-11-20": 3000, "2026-11-21": 2500}
+
+
+def day_files(tmp_path: Path, ds: str, *, files: int = 1, rows: int | None = None, seed: int = 0) -> Path:
+    """``tmp_path/in/ds=<ds>/part-N.parquet``: a day's data, as it lands nightly."""
+    rows = rows or DAYS.get(ds, 1000)
+    start = sum(ord(c) for c in ds) * 10_000
+    tables = [make_table(rows, seed=seed + i, start_id=start + i * rows) for i in range(files)]
+    write_files(tmp_path / "in" / f"ds={ds}", tables)
+    return tmp_path / "in" / f"ds={ds}"
+
+
+def nightly(tmp_path: Path, ds: str, model: Path, **options: object) -> JobSpec:
+    """One night scored into the Delta table ``tmp_path/table``, partitioned by ds."""
+    base = JobSpec(
+        inputs=(str(tmp_path / "in" / f"ds={ds}"),),
+        model=str(model),
+        out=str(tmp_path / "table"),
+        keep=("id", "segment", "ds"),
+        partition_by=("ds",),
+        format="delta",
+    )
+    return base.replace(**options)
 
 
 # --- engines (issue 10): one output, whoever scored it ---

@@ -31,11 +31,12 @@ def test_bench_quick_smoke(tmp_path):
         ]
     )
     logreg = results["models"]["logreg"]
-    for contender in ("batchscore", "plain", "polars", "inference"):
+    for contender in ("batchscore", "no_summary", "plain", "polars", "inference"):
         measured = logreg["contenders"][contender]
         assert measured["ok"], measured
         assert measured["rows"] == 20000
         assert measured["rows_per_s"] > 0 and measured["peak_rss_mb"] > 0
+    assert logreg["ratios"]["summary_cost"] is not None  # the run summary's cost is shown (issue 11)
     engines = results["engines"]["logreg"]
     for engine in ("local", "processes"):
         assert engines[engine]["ok"], engines[engine]

@@ -69,6 +69,8 @@ def test_partitioned_output_reads_back_with_hive_discovery(models, dataset, tmp_
     assert sorted(p.name for p in out.iterdir()) == [
         "_SUCCESS",
         "_batchscore.json",
+        "_batchscore_summary.json",  # issue 11
+        "_batchscore_summary_parts.json",
         "segment=a",
         "segment=b",
         "segment=c",
@@ -106,7 +108,14 @@ def test_partitioned_overwrite_drops_partitions_that_are_gone(models, dataset, t
     batchscore.run(spec)
     batchscore.run(spec.replace(filter="segment <> 'b'"))
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_batchscore.json", "segment=a", "segment=c"]
+    summaries = ["_batchscore_summary.json", "_batchscore_summary_parts.json"]  # issue 11
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS",
+        "_batchscore.json",
+        *summaries,
+        "segment=a",
+        "segment=c",
+    ]
     batchscore.run(spec.replace(filter="segment <> 'b'", mode="resume"))  # the same output again: nothing to do
 
 

@@ -48,9 +48,16 @@ report = "reports/{yesterday_ds}.json"
 columns = {prediction = "decision", score = "confidence"}
 threshold = 0.7
 with_score = true
+summary = true
 
 [run]
 batch_size = 1000
+
+[drift]
+reference = "out/ds={yesterday_ds}"
+max_psi = 0.2
+max_null_rate_change = 0.05
+on_drift = "fail"
 """
 
 
@@ -100,6 +107,10 @@ def test_every_key_sets_its_field_with_dates_filled_and_paths_resolved_against_t
         threshold=0.7,
         with_score=True,
         batch_size=1000,
+        reference=f"{j}/out/ds=2026-02-28",  # each night against the one before (issue 11)
+        max_psi=0.2,
+        max_null_rate_change=0.05,
+        on_drift="fail",
         job=path,
     )
 
@@ -240,3 +251,13 @@ def test_input_columns_from_a_job_file_and_set(tmp_path):
     assert spec.input_map == {"income": ("annual_income",), "X": ("a", "b")}
     spec = load_job(job(tmp_path, MINIMAL), overrides=['input.columns={city = "town"}'])
     assert spec.input_map == {"city": ("town",)}
+
+
+def test_drift_flags_of_run_win_over_the_job_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from batchscore.cli import app
+
+    path = job(tmp_path, MINIMAL + '[drift]\nreference = "nowhere"\non_drift = "fail"\n')
+    result = CliRunner().invoke(app, ["run", path, "--dry-run", "--on-drift", "bogus"])
+    assert result.exit_code == 2 and "on_drift must be one of warn|fail" in result.output

@@ -116,3 +116,47 @@ def test_readme_cron_line_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     log = (tmp_path / "batchscore-nightly.log").read_text().splitlines()
     assert json.loads(log[-1])["rows_written"] == DEMO_ROWS["2026-11-17"]
+
+
+def test_nightly_example_compares_each_night_with_the_one_before(sandbox):
+    """Issue 11: the first night warns that it has no reference; the next is checked against it."""
+    job = sandbox / "jobs" / "nightly_example.toml"
+    first = shell(f"batchscore run {job} --ds 2026-11-19", cwd=sandbox)
+    assert first.returncode == 0, first.stderr
+    assert "ds=2026-11-18 does not exist (the first run?)" in first.stderr
+    plan = shell(f"batchscore run {job} --ds 2026-11-20 --dry-run", cwd=sandbox)
+    assert "drift: against" in plan.stdout and "ds=2026-11-19 (found)" in plan.stdout
+    second = shell(f"batchscore run {job} --ds 2026-11-20", cwd=sandbox)
+    assert second.returncode == 0, second.stderr
+    assert "no drift against" in second.stderr
+    summary = json.loads((sandbox / "out" / "nightly" / "ds=2026-11-20" / "_batchscore_summary.json").read_text())
+    assert summary["drift"]["reference"].endswith("out/nightly/ds=2026-11-19")
+    assert summary["drift"]["flagged"] == [] and summary["rows"] == DEMO_ROWS["2026-11-20"]
+    report = shell("batchscore report out/nightly/ds=2026-11-20", cwd=sandbox)
+    assert report.returncode == 0 and "no drift against" in report.stdout
+
+
+def test_nightly_delta_job_commits_one_night_and_replaces_it_on_request(tmp_path):
+    import polars as pl
+
+    pytest.importorskip("deltalake")
+    job = JOBS / "nightly_delta.toml"
+    table = tmp_path / "scores"
+    command = f"batchscore run {job} --ds 2026-11-20 --set output.path={table} -q"
+    assert (first := shell(command, cwd=tmp_path)).returncode == 0, first.stderr
+    scores = pl.read_delta(str(table))
+    assert scores.height == DEMO_ROWS["2026-11-20"] and scores["ds"].unique().to_list() == ["2026-11-20"]
+
+    assert (retry := shell(command, cwd=tmp_path)).returncode == 0, retry.stderr  # a retried task: nothing to do
+    assert (again := shell(command + " --set output.mode=overwrite", cwd=tmp_path)).returncode == 0, again.stderr
+    assert shell(f"batchscore run {job} --ds 2026-11-19 --set output.path={table} -q", cwd=tmp_path).returncode == 0
+
+    history = shell(f"batchscore inspect {table} --json", cwd=tmp_path)
+    versions = json.loads(history.stdout)["history"]
+    assert [(v["version"], v["partition"], v["rows"]) for v in versions] == [
+        (2, "ds=2026-11-19", DEMO_ROWS["2026-11-19"]),
+        (1, "ds=2026-11-20", DEMO_ROWS["2026-11-20"]),  # replaced, not appended
+        (0, "ds=2026-11-20", DEMO_ROWS["2026-11-20"]),
+    ]
+    days = pl.read_delta(str(table)).group_by("ds").len().sort("ds").rows()
+    assert days == [("2026-11-19", DEMO_ROWS["2026-11-19"]), ("2026-11-20", DEMO_ROWS["2026-11-20"])]

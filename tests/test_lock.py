@@ -51,7 +51,13 @@ def test_stale_lock_and_staging_of_a_dead_run_are_taken_over(models, dataset, tm
     caplog.set_level(logging.INFO, logger="batchscore")
     batchscore.run(spec(tmp_path, models["logreg"]))
     assert f"took over the lock of a run that is gone (pid {owner['pid']}" in caplog.text
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_batchscore.json", "part-00000.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_SUCCESS",
+        "_batchscore.json",
+        "_batchscore_summary.json",  # issue 11
+        "_batchscore_summary_parts.json",
+        "part-00000.parquet",
+    ]
 
 
 def test_lock_is_released_on_failure(models, dataset, tmp_path):
@@ -64,6 +70,8 @@ def test_lock_is_released_on_failure(models, dataset, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "_SUCCESS",
         "_batchscore.json",
+        "_batchscore_summary.json",  # issue 11
+        "_batchscore_summary_parts.json",
         "part-00000.parquet",
         "part-00001.parquet",
     ]

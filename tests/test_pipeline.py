@@ -97,7 +97,15 @@ def test_one_part_per_file_in_sorted_order_rows_in_order(models, dataset, tmp_pa
     files = dataset(files=3, rows=2500)
     score(tmp_path / "in", models["logreg"], tmp_path / "out", batch_size=700)
     parts = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert parts == ["_SUCCESS", "_batchscore.json", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    summaries = ["_batchscore_summary.json", "_batchscore_summary_parts.json"]  # issue 11
+    assert parts == [
+        "_SUCCESS",
+        "_batchscore.json",
+        *summaries,
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     for i, f in enumerate(files):
         part = pq.read_table(tmp_path / "out" / f"part-{i:05d}.parquet")
         source = pq.read_table(f)
