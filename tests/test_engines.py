@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -234,6 +235,19 @@ def test_engine_options_are_job_file_keys(tmp_path):
     spec = batchscore.load_job(str(job))
     assert (spec.engine, spec.workers, spec.ray_address) == ("ray", 3, "ray://head:10001")
     assert batchscore.load_job(str(job), overrides=["run.workers=5"]).workers == 5
+
+
+def test_an_unreachable_ray_cluster_fails_at_once_with_exit_7(models, dataset, tmp_path):
+    pytest.importorskip("ray")
+    dataset(files=1, rows=10)
+    with socket.socket() as probe:  # a free port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    args = ["--keep", ",".join(KEEP), "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"]
+    result = cli("score", tmp_path / "in", "-m", models["logreg"], "-o", out, *args)
+    assert_clean_error(result, 7, f"cannot reach the Ray cluster at 127.0.0.1:{port}", "--ray-address")
+    assert visible_output(out) == []
 
 
 def test_missing_ray_is_one_line_naming_the_extra(models, dataset, tmp_path, monkeypatch):

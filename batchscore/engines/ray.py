@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -43,6 +44,8 @@ IN_FLIGHT = 2
 START_TIMEOUT_S = 600.0
 """How long the actors may take to be placed and load the model (an autoscaling cluster adds nodes)."""
 STOP_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+"""How long a cluster address may take to accept a connection before the run fails (exit 7)."""
 POLL_S = 0.5
 
 
@@ -81,6 +84,8 @@ class RayEngine:
         if ray.is_initialized():
             return False
         address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            _check_reachable(address)
         main = threading.current_thread() is threading.main_thread()
         sigterm = signal.getsignal(signal.SIGTERM) if main else None
         try:
@@ -164,6 +169,23 @@ class RayEngine:
             for ref in ready:
                 pending.pop(ref)
                 _get(ray, ref)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once on a ``HOST:PORT`` (or ``ray://HOST:PORT``) nobody listens on; Ray's client retries for minutes."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        msg = (
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; check --ray-address (or RAY_ADDRESS) "
+            "and that the cluster is up (ray status)"
+        )
+        raise EngineError(msg) from exc
 
 
 def _get(ray: Any, ref: Any) -> Any:
