@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +25,8 @@ from onnx import helper
 
 from batchscore.errors import ModelError
 from batchscore.session import create_session
-from batchscore.spec import Device
+from batchscore.spec import Device, check_model_options
+from batchscore.storage import describe_os_error, is_uri, resolve
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -59,19 +62,49 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _read_remote(uri: str, options: Mapping[str, Any] | None) -> bytes:
+    """The model's bytes from an object store, read once: they are hashed, checked and loaded from memory."""
+    try:
+        where = resolve(uri, options)
+        if not where.is_file():
+            msg = f"model {uri!r} does not exist; pass --model with the URI of an .onnx object"
+            raise ModelError(msg)
+        return where.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read model {uri}: {describe_os_error(exc)}"
+        raise ModelError(msg) from exc
+
+
 class Model:
     """A loaded ONNX model with an onnxruntime session on the chosen device."""
 
-    def __init__(self, path: str | os.PathLike[str], *, device: Device = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: Device = "auto",
+        threads: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_model_options(device=device, threads=threads)
+        if not isinstance(path, str | os.PathLike):
+            msg = f"model must be the path of an .onnx file, got {type(path).__name__} {path!r}"
+            raise ModelError(msg)
         path = os.fspath(path)
         self.path = path
-        if not os.path.isfile(path):
-            msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
-            raise ModelError(msg)
-        self.size = os.path.getsize(path)
-        self.sha256 = file_sha256(path)
+        data = _read_remote(path, storage_options) if is_uri(path) and not path.startswith("file://") else None
+        if data is not None:
+            self.size = len(data)
+            self.sha256 = hashlib.sha256(data).hexdigest()
+        else:
+            path = path.removeprefix("file://")
+            if not os.path.isfile(path):
+                msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
+                raise ModelError(msg)
+            self.size = os.path.getsize(path)
+            self.sha256 = file_sha256(path)
         try:
-            proto = onnx.load(path, load_external_data=False)
+            proto = onnx.load_from_string(data) if data is not None else onnx.load(path, load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError, OSError, ...
             msg = f"cannot load ONNX model {path}: {' '.join(str(exc).split())}; check that it is a complete .onnx file"
             raise ModelError(msg) from exc
@@ -80,12 +113,15 @@ class Model:
         self.class_labels = _class_labels(proto)
         self.zipmap_removed = _remove_zipmap(proto)
         self.inputs = [_tensor_info(v) for v in _graph_inputs(proto)]
+        self.imputed_inputs = _imputed_inputs(proto)
+        """Inputs the model imputes itself: an ``Imputer`` node replacing NaN reads them (skl2onnx's SimpleImputer).
+        Nulls reach them as NaN with ``on_null="fill"`` and no fill value."""
         self.outputs = [_tensor_info(v) for v in proto.graph.output]
         self.feature_names = _feature_names(proto)
         """The column names the model was trained on, in order, when its exporter stored them
         (``metadata_props`` key ``feature_names``: a JSON list or comma-separated names)."""
         self.kind = self._classify()
-        model_source: str | bytes = path
+        model_source: str | bytes = path if data is None else data
         if self.zipmap_removed:
             model_source = proto.SerializeToString()
         del proto
@@ -187,6 +223,7 @@ class Model:
             "inputs": [i.describe() for i in self.inputs],
             "outputs": [o.describe() for o in self.outputs],
             "class_labels": self.class_labels,
+            "imputes_nan": sorted(self.imputed_inputs),
             "zipmap_removed": self.zipmap_removed,
             "provider": self.provider,
         }
@@ -195,6 +232,32 @@ class Model:
 def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     initializers = {i.name for i in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def _imputed_inputs(proto: onnx.ModelProto) -> frozenset[str]:
+    """Graph inputs whose values flow into an ``Imputer`` that replaces NaN, through any nodes (Concat, Cast...)."""
+    graph_inputs = {i.name for i in _graph_inputs(proto)}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    found: set[str] = set()
+    for node in proto.graph.node:
+        if node.op_type != "Imputer":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        replaced = attrs.get("replaced_value_float", 0.0)  # the ONNX default: then NaN is not what it replaces
+        if not (isinstance(replaced, float) and math.isnan(replaced)):
+            continue
+        seen: set[str] = set()
+        stack = list(node.input)
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in graph_inputs:
+                found.add(name)
+            elif name in producers:
+                stack.extend(producers[name].input)
+    return frozenset(found)
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,12 +27,12 @@ import onnxruntime as ort
 from batchscore import _interrupt, manifest, storage
 from batchscore._version import __version__
 from batchscore.engines import engine_for
-from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
+from batchscore.errors import BatchScoreError, JobSpecError, ModelError, OutputError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.quality import NO_SIDECARS, RunQuality
-from batchscore.reader import InputFile, resolve_inputs, scan
-from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
+from batchscore.reader import InputFile, find_inputs, scan
+from batchscore.report import Progress, ProgressCallback, RunReport, check_report_path, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
 from batchscore.spec import JobSpec
 from batchscore.summary import SUMMARY, Summary, merge_all
@@ -94,11 +94,15 @@ class Prepared:
 
 def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
-    paths = resolve_inputs(spec.inputs)
-    _check_out_apart(spec.out, paths)
-    files = scan(paths)
+    options = spec.storage_options
+    found = find_inputs(spec.inputs, options=options)
+    _check_out_apart(spec.out, [f.name for f in found], options)
+    files = scan(found, options=options)
+    if spec.report:
+        check_report_path(spec.report)
     # Ray actors load the model on their own nodes: the driver only needs it for the checks.
-    model = Model(spec.model, device="cpu" if spec.engine == "ray" else spec.device, threads=spec.threads)
+    device = "cpu" if spec.engine == "ray" else spec.device
+    model = Model(spec.model, device=device, threads=spec.threads, storage_options=options)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
         msg = (
             f"model {spec.model} has sha256 {model.sha256}, but the job pins {spec.model_sha256.lower()}; "
@@ -110,7 +114,7 @@ def prepare(spec: JobSpec) -> Prepared:
     row_filter = RowFilter(spec.filter) if spec.filter else None
     if row_filter is not None:
         for file in files:
-            row_filter.check(file.columns, source=file.path)
+            row_filter.check(file.full_schema, source=file.path)
     if spec.partition_by:
         columns = list(plan.keep) + [o.name for o in plan.outputs]
         unknown = [c for c in spec.partition_by if c not in columns]
@@ -145,18 +149,19 @@ def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None
         inferred[0].name,
         ", ".join(now),
     )
+    options = spec.storage_options
     earlier = [spec.out]
     if spec.history:
         base, pattern = storage.split_glob(spec.history)
-        if pattern is not None and storage.resolve(base).is_dir():
+        if pattern is not None and storage.resolve(base, options).is_dir():
             found = {
                 f.location.parent.uri
-                for f in storage.resolve(base).glob(f"{pattern}/{manifest.MANIFEST}", skip_hidden=False)
+                for f in storage.resolve(base, options).glob(f"{pattern}/{manifest.MANIFEST}", skip_hidden=False)
             }
-            earlier += sorted(found - {storage.resolve(spec.out).uri}, reverse=True)
+            earlier += sorted(found - {storage.resolve(spec.out, options).uri}, reverse=True)
     for folder in earlier:
         try:
-            before = manifest.read(storage.resolve(folder))
+            before = manifest.read(storage.resolve(folder, options))
         except BatchScoreError:
             continue
         if before is None or before.get("model_sha256") != model.sha256 or not before.get("features"):
@@ -171,13 +176,14 @@ def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None
         return  # the most recent earlier output agrees
 
 
-def _check_out_apart(out: str, inputs: list[str]) -> None:
+def _check_out_apart(out: str, inputs: list[str], options: Mapping[str, Any]) -> None:
     """``--out`` must not be an input, nor a folder above one: a commit there could replace the inputs."""
-    where = storage.resolve(out)
+    where = storage.resolve(out, options)
     for path in inputs:
-        if storage.resolve(path).is_within(where):
+        given = storage.resolve(path, options)
+        if given.is_within(where):
             msg = (
-                f"--out {out} is {'the input' if storage.resolve(path) == where else 'a folder holding the input'} "
+                f"--out {out} is {'the input' if given == where else 'a folder holding the input'} "
                 f"{path}; scores must go to a folder apart from the inputs: choose another --out"
             )
             raise JobSpecError(msg)
@@ -264,7 +270,10 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
-        write_report(report, spec.report)
+        try:
+            write_report(report, spec.report, options=spec.storage_options)
+        except OutputError as exc:  # the output is committed: a lost report must not fail the run, nor its retries
+            log.error("the output is committed, but the report is not: %s", exc)
     if quality is not None:
         quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
@@ -282,7 +291,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         header=_header(ready, run_id="", started_at=""),
     )
     todo = out.check(files)
-    owner = lock_owner(spec.out)
+    owner = lock_owner(out.root) if isinstance(out, OutputDir) else {}
     if not isinstance(out, OutputDir):
         action = out.plan(files)
     elif out.pending_commit() is not None:
@@ -334,7 +343,7 @@ def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
         options.setdefault("partition_by", spec.partition_by)
         schema = ready.plan.output_schema(ready.files[0])
         return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
-    return OutputDir(spec.out, **options)
+    return OutputDir(storage.resolve(spec.out, spec.storage_options), **options)
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -343,7 +352,7 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "job_file": spec.job,
-        "spec": dataclasses.asdict(spec),
+        "spec": {**dataclasses.asdict(spec), "storage_options": _redacted(spec)},
         "spec_hash": manifest.spec_hash(ready.settings()),
         "model": spec.model,
         "model_sha256": model.sha256,
@@ -355,6 +364,15 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
         "inputs": [{"path": f.path, "rows": f.num_rows, "fingerprint": f.fingerprint} for f in files],
         "started_at": started_at,
     }
+
+
+def _redacted(spec: JobSpec) -> dict[str, object]:
+    """The storage options without their secrets (keys, tokens), as the manifest may show them."""
+    if not spec.storage_options:
+        return {}
+    from batchscore._objectstore import redact
+
+    return redact(spec.storage_options)
 
 
 def _score(

@@ -94,7 +94,7 @@ class ScoreFunction:
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         spec, plan = self.spec, self.plan
         model = _worker_model(spec, self.sha256)
-        scorer = BatchScorer(model, plan, batch_size=spec.batch_size, on_null=spec.on_null, fill_value=spec.fill_value)
+        scorer = BatchScorer(model, plan, on_null=spec.on_null, fill_value=spec.fill_value)
         source = _partition()
         keep = [self.schema.field(i) for i in range(len(plan.keep))]
         for batch in batches:

@@ -212,7 +212,6 @@ def score_tasks(
     scorer = BatchScorer(
         model,
         plan,
-        batch_size=spec.batch_size,
         on_null=spec.on_null,
         fill_value=spec.fill_value,
         buffers=QUEUE_DEPTH + 2 if overlap else 1,

@@ -403,6 +403,7 @@ class OutputDir:
 
     def _record(self, index: int, entry: dict[str, Any]) -> None:
         if self.mode == "resume":
+            self._lock.check()
             self.staging.root.child(_record_name(index)).write_bytes(json.dumps(entry).encode())
         self.parts[index] = entry
         self._staged.add(index)
@@ -439,6 +440,7 @@ class OutputDir:
             "manifest": staged_manifest.relative_to(self.root),
             "success": staged_success.relative_to(self.root),
         }
+        self._lock.check()  # a run that lost its lock must not publish
         try:  # everything that needs space happens before the journal exists; after it, only moves and deletes
             for name, data in extra.items():
                 self.staging.staged(name).write_bytes(data)
@@ -513,9 +515,9 @@ class OutputDir:
             self.work.delete_tree()
 
 
-def lock_owner(path: str) -> dict[str, Any]:
+def lock_owner(folder: Location) -> dict[str, Any]:
     """Who holds (or left) the lock of an output folder; empty if nobody."""
-    where = resolve(path).child(LOCK)
+    where = folder.child(LOCK)
     return read_owner(where) if where.exists() else {}
 
 

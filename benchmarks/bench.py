@@ -24,8 +24,9 @@ memory of all their processes together (``launch.py`` samples the process tree).
 
 Plus data-wide stage-alone numbers (Parquet read, float64->float32
 conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
-files vs all of them), the same with ``--format delta`` (rate and peak RSS of
-the Delta Lake output) and its start-up time.  The results are printed as
+files vs all of them), its peak RSS on one 15M-row row group against the same
+rows in 128k-row groups (``--row-group-rows``), the same with ``--format delta`` (rate
+and peak RSS of the Delta Lake output) and its start-up time.  The results are printed as
 tables with PASS/FAIL against the performance targets and written to a JSON
 file.
 
@@ -81,6 +82,10 @@ MODEL_ROW_CAPS: dict[str, int] = {
     "mlp": 3_000_000,
     "regressor": 2_000_000,
 }
+
+#: One row group of this many rows (the issue's worst case), against the same rows in 128k-row groups.
+ROW_GROUP_ROWS = 15_000_000
+QUICK_ROW_GROUP_ROWS = 1_500_000
 
 RSS_LIMIT_MB = 500.0
 RSS_FLAT_LIMIT = 0.10
@@ -259,7 +264,14 @@ def count_parquet_rows(path: Path) -> int:
 
 
 def batchscore_cmd(
-    files: Sequence[Path], model: Path, out_dir: Path, report: Path, *, summary: bool = True, extra: Sequence[str] = ()
+    files: Sequence[Path],
+    model: Path,
+    out_dir: Path,
+    report: Path,
+    features: Sequence[str] = datagen.FEATURES,
+    *,
+    summary: bool = True,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``;
     ``extra``: more flags, e.g. ``--format delta``)."""
@@ -274,7 +286,7 @@ def batchscore_cmd(
         "--out",
         str(out_dir),
         "--features",
-        ",".join(datagen.FEATURES),
+        ",".join(features),
         "--keep",
         "id",
         "--mode",
@@ -293,6 +305,7 @@ def run_batchscore(
     out_dir: Path,
     timeout_s: float,
     expect_rows: int,
+    features: Sequence[str] = datagen.FEATURES,
     *,
     summary: bool = True,
     name: str | None = None,
@@ -308,7 +321,7 @@ def run_batchscore(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report, summary=summary, extra=extra), timeout_s)
+    res = run_child(batchscore_cmd(files, model, out_dir, report, features, summary=summary, extra=extra), timeout_s)
     name = name or ("batchscore" if summary else "no_summary")
     m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
     m.extra["tree_peak_mb"] = round(res.tree_peak_mb, 1)
@@ -729,6 +742,32 @@ def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: 
     }
 
 
+def bench_row_group(pair: datagen.RowGroupPair, out_root: Path, timeout_s: float) -> dict[str, Any]:
+    """batchscore peak RSS on one row group of all the rows vs the same rows in 128k-row groups."""
+    log(
+        f"peak RSS on one {pair.rows:,}-row group (batchscore, 4-feature logreg) "
+        f"vs {datagen.ROW_GROUP_SIZE:,}-row groups"
+    )
+    runs = {
+        name: run_batchscore(
+            [path], pair.model, out_root / "rowgroup" / name, timeout_s, pair.rows, datagen.NARROW_FEATURES
+        )
+        for name, path in (("one_group", pair.one_group), ("many_groups", pair.many_groups))
+    }
+    one, many = runs["one_group"], runs["many_groups"]
+    growth = (one.peak_rss_mb / many.peak_rss_mb - 1.0) if one.ok and many.ok and many.peak_rss_mb > 0 else None
+    log(
+        f"  one group {one.peak_rss_mb:7.0f} MB  many groups {many.peak_rss_mb:7.0f} MB  "
+        f"growth {'-' if growth is None else f'{growth * 100:+.1f}%'}"
+    )
+    return {
+        "rows": pair.rows,
+        "one_group": one.to_dict(),
+        "many_groups": many.to_dict(),
+        "rss_growth": None if growth is None else round(growth, 4),
+    }
+
+
 DELTA_FLAGS = ("--format", "delta")
 
 
@@ -919,6 +958,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"smoke run: {QUICK_ROWS:,} rows in {QUICK_FILES} files unless --rows/--files given",
     )
     p.add_argument("--rows", type=int, default=None, help=f"rows to generate (default {DEFAULT_ROWS:,})")
+    p.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=None,
+        help=f"rows of the one-row-group file (default {ROW_GROUP_ROWS:,}; {QUICK_ROW_GROUP_ROWS:,} with --quick)",
+    )
     p.add_argument("--files", type=int, default=None, help=f"number of Parquet files (default {DEFAULT_FILES})")
     p.add_argument(
         "--train-rows",
@@ -944,7 +989,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated contenders/sections to skip: "
-        "inference,plain,polars,batchscore,no_summary,stages,flatness,delta,startup,"
+        "inference,plain,polars,batchscore,no_summary,stages,flatness,rowgroup,delta,startup,"
         "engines (or one of local,processes,ray,raydata,stage_cpu)",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
@@ -963,6 +1008,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.rows = QUICK_ROWS if args.quick else DEFAULT_ROWS
     if args.files is None:
         args.files = QUICK_FILES if args.quick else DEFAULT_FILES
+    if args.row_group_rows is None:
+        args.row_group_rows = QUICK_ROW_GROUP_ROWS if args.quick else ROW_GROUP_ROWS
     if args.train_rows is None:
         args.train_rows = QUICK_TRAIN_ROWS if args.quick else datagen.TRAIN_ROWS
     if args.rows < 1 or args.files < 1 or args.repeat < 1 or args.train_rows < 100:
@@ -1042,6 +1089,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "flatness" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
         flat = bench_flatness(ds, out_root, args.child_timeout, full)
+    row_group: dict[str, Any] | None = None
+    if "rowgroup" not in args.skip:
+        pair = datagen.prepare_row_groups(
+            args.row_group_rows, cache_dir, seed=params.seed, keep=args.keep_data, log=log
+        )
+        row_group = bench_row_group(pair, out_root, args.child_timeout)
     delta: dict[str, Any] | None = None
     if "delta" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
@@ -1063,6 +1116,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 g,
                 None if g is None else abs(g) < RSS_FLAT_LIMIT,
                 note=f"{flat['small']['peak_rss_mb']:.0f} -> {flat['full']['peak_rss_mb']:.0f} MB",
+            )
+        )
+    if row_group is not None:
+        g = row_group["rss_growth"]
+        checks.append(
+            check(
+                f"peak RSS, one {row_group['rows']:,}-row group vs 128k-row groups",
+                f"< {RSS_FLAT_LIMIT:.0%}",
+                g,
+                None if g is None else g < RSS_FLAT_LIMIT,
+                note=f"{row_group['one_group']['peak_rss_mb']:.0f} vs {row_group['many_groups']['peak_rss_mb']:.0f} MB",
             )
         )
     if startup is not None:
@@ -1101,6 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model: {name: m.to_dict() for name, m in engines.items()} for model, engines in engine_results.items()
     }
     results["rss_flatness"] = flat
+    results["row_group"] = row_group
     results["delta"] = delta
     results["startup"] = startup
     results["checks"] = checks

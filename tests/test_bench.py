@@ -24,6 +24,8 @@ def test_bench_quick_smoke(tmp_path):
             str(tmp_path / "cache"),
             "--skip",
             "flatness,startup",
+            "--row-group-rows",
+            "300000",  # just above the rows read whole: the streamed path
             "--engines",
             "local,processes",  # ray and the Ray Data peer start a cluster: make bench only
             "--engine-models",
@@ -36,6 +38,9 @@ def test_bench_quick_smoke(tmp_path):
         assert measured["ok"], measured
         assert measured["rows"] == 20000
         assert measured["rows_per_s"] > 0 and measured["peak_rss_mb"] > 0
+    for layout in ("one_group", "many_groups"):
+        measured = results["row_group"][layout]
+        assert measured["ok"] and measured["rows_in_output"] == 300000 and measured["peak_rss_mb"] > 0, measured
     assert logreg["ratios"]["summary_cost"] is not None  # the run summary's cost is shown (issue 11)
     engines = results["engines"]["logreg"]
     for engine in ("local", "processes"):

@@ -78,7 +78,7 @@ def worker_model(work: Work, *, device: Device, threads: int) -> Model:
     from batchscore.model import Model
 
     pa.set_cpu_count(threads)  # a worker decodes Parquet with its share of the cores, like onnxruntime
-    model = Model(work.spec.model, device=device, threads=threads)
+    model = Model(work.spec.model, device=device, threads=threads, storage_options=work.spec.storage_options)
     _model_loads += 1
     host = platform.node()
     if model.sha256 != work.model_sha256:
