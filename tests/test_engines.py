@@ -256,3 +256,28 @@ def test_missing_ray_is_one_line_naming_the_extra(models, dataset, tmp_path, mon
     with pytest.raises(JobSpecError, match=r"pip install 'batchscore\[ray\]'"):
         run(tmp_path / "in", models["logreg"], tmp_path / "out", keep=KEEP, engine="ray")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_processes_engine_on_an_object_store(s3, models, tmp_path):
+    """Workers read the inputs and the model from S3 and stage their parts there, with the run's store options."""
+    write_files(tmp_path / "lake", [make_table(500, seed=i, start_id=i * 500) for i in range(3)], row_group_size=200)
+    s3.upload(tmp_path / "lake", "lake")
+    s3.put("models/logreg.onnx", Path(models["logreg"]).read_bytes())
+    base = batchscore.JobSpec(
+        inputs=(s3.uri("lake"),),
+        model=s3.uri("models/logreg.onnx"),
+        out=s3.uri("local"),
+        keep=KEEP,
+        storage_options=s3.server.options(),
+    )
+    batchscore.run(base)
+    report = batchscore.run(base.replace(out=s3.uri("processes"), engine="processes", workers=2))
+    assert report.rows_written == 1500 and [w["model_loads"] for w in report.workers] == [1, 1]
+    names = [k for k in s3.keys("processes") if k.endswith(".parquet")]
+    assert names == [k for k in s3.keys("local") if k.endswith(".parquet")]
+    assert names == [f"part-0000{i}.parquet" for i in range(3)]
+    for name in names:
+        got, want = (pq.read_table(s3.path(o, name), filesystem=s3.fs) for o in ("processes", "local"))
+        assert got.replace_schema_metadata(None).equals(want.replace_schema_metadata(None))
+    assert "_SUCCESS" in s3.keys("processes") and not [k for k in s3.keys("processes") if k.startswith("_batchscore/")]
