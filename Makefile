@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 ## test: the test suite (no GPU needed; GPU tests skip)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 ## test-airflow: jobs/airflow_dag.py under `airflow dags test` in a real Airflow 3.3.2, built once in .cache/ (2-4 min)
 test-airflow: $(STAMP)

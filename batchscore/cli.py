@@ -301,6 +301,26 @@ def score(
     summary: Annotated[
         bool, typer.Option("--summary/--no-summary", help="Write DIR/_batchscore_summary.json (per-column statistics).")
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option(
+            metavar="local|processes|ray",
+            help="Who scores: this process, worker processes on this machine, or Ray actors (same output).",
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="Worker processes or Ray actors. Default: one per core (per CPU or GPU of the cluster)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR",
+            help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001. Default: RAY_ADDRESS, or a local one.",
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -336,6 +356,9 @@ def score(
             storage_options=parse_assignments(storage_options, flag="--storage-option"),
             summary=summary,
             **_drift_options(reference, max_psi, max_null_rate_change, on_drift),
+            engine=engine,  # type: ignore[arg-type]
+            workers=workers,
+            ray_address=ray_address,
         )
         _score(spec, quiet=quiet, log_format=log_format)
 

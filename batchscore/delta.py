@@ -382,9 +382,16 @@ class DeltaOutput:
     # -- writing --------------------------------------------------------------------------------
 
     def write_part(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, dictionary: Sequence[str] = ()
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
     ) -> list[str]:
-        """Hand one part's batches to the table's single write; data file names are delta-rs's, so none returned."""
+        """Hand one part's batches (or one piece's) to the table's single write; data file names are delta-rs's,
+        so none returned."""
         if self._thread is None:
             self._start(dictionary)
         for batch in batches:

@@ -4,9 +4,10 @@
 
     [model]                      [input]                     [output]                  [run]
     path = "model.onnx"          paths = ["data/ds={ds}"]    path = "out/ds={ds}"      batch_size = 65536
-    sha256 = "..."               features = ["a", "b"]       mode = "resume"
-    device = "auto"              keep = ["id"]               prob_format = "columns"
+    sha256 = "..."               features = ["a", "b"]       mode = "resume"           engine = "processes"
+    device = "auto"              keep = ["id"]               prob_format = "columns"   workers = 8
     threads = 8                  on_null = "error"           prediction_col = "prediction"
+                                                                                       ray_address = "auto"
                                  fill_value = 0.0            compression = "zstd"
                                  filter = "region = 'eu'"    format = "parquet"  # or "delta"
                                                              partition_by = ["region"]
@@ -94,6 +95,9 @@ KEYS: dict[str, dict[str, _Key]] = {
     },
     "run": {
         "batch_size": _Key("batch_size", "int"),
+        "engine": _Key("engine", "str"),
+        "workers": _Key("workers", "int"),
+        "ray_address": _Key("ray_address", "str"),
     },
     "storage": {},  # any key: pyarrow's storage option names, checked by JobSpec
     "drift": {

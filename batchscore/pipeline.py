@@ -1,10 +1,12 @@
-"""reader -> features -> model -> writer, overlapped, with bounded memory.
+"""The driver: check everything, plan the tasks, hand them to an engine, record the parts, commit.
 
-Three threads: one reads Parquet batches (pyarrow releases the GIL while it
-decodes), the caller's thread assembles features and runs the model
-(onnxruntime releases the GIL), and one writes parts. On the GPU a fourth
-assembles the next batch while the model runs. Bounded queues connect them, so
-a slow stage makes the others wait instead of piling batches up.
+Everything that can fail before the first row is scored is done here first
+(:func:`prepare`: inputs and their footers, model and pin, device, column
+mapping, filter, partitions), then the output folder is locked and resume
+decided. The work in between is a list of tasks (:mod:`batchscore.tasks`), run
+by an engine (:mod:`batchscore.engines`: the threaded pipeline in this process,
+worker processes, or Ray actors), each writing its staged part. Only the
+driver records finished parts and commits.
 """
 
 from __future__ import annotations
@@ -12,42 +14,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
-import pyarrow as pa
 
 from batchscore import _interrupt, manifest, storage
-from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
+from batchscore.engines import engine_for
 from batchscore.errors import BatchScoreError, JobSpecError, ModelError, OutputError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.quality import NO_SIDECARS, RunQuality
-from batchscore.reader import InputFile, find_inputs, iter_batches, scan
+from batchscore.reader import InputFile, find_inputs, scan
 from batchscore.report import Progress, ProgressCallback, RunReport, check_report_path, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
-from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
-from batchscore.summary import SUMMARY
+from batchscore.summary import SUMMARY, Summary, merge_all
 from batchscore.summary import find as summary_file
-from batchscore.writer import OutputDir, dictionary_columns, lock_owner
+from batchscore.tasks import Task, TaskResult, Work, plan_tasks
+from batchscore.writer import OutputDir, lock_owner
 
 if TYPE_CHECKING:
     from batchscore.delta import DeltaOutput
 
 log = logging.getLogger("batchscore")
-
-QUEUE_DEPTH = 1
-ASSEMBLE_IN_THREAD = frozenset({"CUDAExecutionProvider"})
-"""Providers whose runs leave the CPU free, so the next batch is assembled in a thread of its own while
-the model runs. On the CPU, onnxruntime's threads already use every core: measured on 2 cores, the
-extra thread cost 7% on a linear model and 40 MB of peak memory, so assembly stays inline there."""
 
 
 @dataclass
@@ -59,6 +55,13 @@ class Prepared:
     model: Model
     plan: FeaturePlan
     row_filter: RowFilter | None = None
+
+    @property
+    def provider(self) -> str:
+        """Where the model runs: the driver's session, or, on Ray, the device the actors are given."""
+        if self.spec.engine == "ray":  # the driver (maybe a head node without GPU) only checked on the CPU
+            return "CUDAExecutionProvider" if self.spec.device == "cuda" else "CPUExecutionProvider"
+        return str(self.model.provider)
 
     def settings(self) -> dict[str, Any]:
         """What shapes the output's data and layout; a resumed run must agree on all of it."""
@@ -97,7 +100,9 @@ def prepare(spec: JobSpec) -> Prepared:
     files = scan(found, options=options)
     if spec.report:
         check_report_path(spec.report)
-    model = Model(spec.model, device=spec.device, threads=spec.threads, storage_options=options)
+    # Ray actors load the model on their own nodes: the driver only needs it for the checks.
+    device = "cpu" if spec.engine == "ray" else spec.device
+    model = Model(spec.model, device=device, threads=spec.threads, storage_options=options)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
         msg = (
             f"model {spec.model} has sha256 {model.sha256}, but the job pins {spec.model_sha256.lower()}; "
@@ -119,6 +124,7 @@ def prepare(spec: JobSpec) -> Prepared:
                 f"{', '.join(columns)}; partition by kept columns (and keep at least one other column)"
             )
             raise JobSpecError(msg)
+    ready = Prepared(spec=spec, files=files, model=model, plan=plan, row_filter=row_filter)
     log.info(
         "%d file(s), %d rows; model %s (%s, %d features) on %s",
         len(files),
@@ -126,9 +132,9 @@ def prepare(spec: JobSpec) -> Prepared:
         os.path.basename(spec.model),
         model.kind,
         len(plan.features),
-        model.provider,
+        ready.provider,
     )
-    return Prepared(spec=spec, files=files, model=model, plan=plan, row_filter=row_filter)
+    return ready
 
 
 def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None:
@@ -194,13 +200,14 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         output=spec.out,
         model=spec.model,
         model_sha256=model.sha256,
-        provider=model.provider,
+        provider=ready.provider,
         onnxruntime_version=ort.__version__,
         batchscore_version=__version__,
         features=list(plan.features),
         keep=list(plan.keep),
         files=[{"path": f.path, "rows": f.num_rows} for f in files],
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        engine=spec.engine,
     )
     metadata = {
         "run_id": run_id,
@@ -208,7 +215,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "model": spec.model,
         "model_sha256": model.sha256,
         "onnxruntime_version": ort.__version__,
-        "provider": model.provider,
+        "provider": ready.provider,
         "features": list(plan.features),
         "batchscore_version": __version__,
     }
@@ -233,7 +240,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                 if isinstance(out, OutputDir):  # a Delta table keeps no parts from before: its commit is one
                     report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
-                _stream(ready, todo, out, report, progress, quality)
+                _score(ready, plan_tasks(files, todo), out, report, progress, quality)
                 _interrupt.check()  # the last moment to stop with nothing committed
                 entries = [out.parts[i] for i in sorted(out.parts)]
                 lineage = {
@@ -295,11 +302,16 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         action = f"resume: keep {len(files) - len(todo)} committed part(s), score {len(todo)}"
     else:
         action = f"score {len(todo)} file(s) into {len(todo)} part(s)"
+    tasks = plan_tasks(files, todo) if not out.complete else []
+    pieces = len(tasks) - len({t.index for t in tasks})
+    engine = spec.engine + (f", {spec.workers} worker(s)" if spec.workers else "")
+    engine += f", {spec.ray_address}" if spec.ray_address else ""
+    engine += f": {len(tasks)} task(s)" + (f" ({pieces} more for large files cut into pieces)" if pieces else "")
     return {
         "job": spec.job,
         "model": spec.model,
         "model_sha256": model.sha256 + (" (matches the pin)" if spec.model_sha256 else " (not pinned)"),
-        "provider": model.provider,
+        "provider": ready.provider,
         "inputs": [f"{f.path} ({f.num_rows:,} rows)" for f in files],
         "rows": sum(f.num_rows for f in files),
         "features": list(plan.features),
@@ -309,6 +321,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "output": f"{spec.out} ({'Delta table, ' * (spec.format == 'delta')}mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
+        "engine": engine,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
         "drift": _drift_plan(spec),  # issue 11
     }
@@ -344,7 +357,7 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
         "model": spec.model,
         "model_sha256": model.sha256,
         "onnxruntime_version": ort.__version__,
-        "provider": model.provider,
+        "provider": ready.provider,
         "batchscore_version": __version__,
         "features": list(plan.features),
         "keep": list(plan.keep),
@@ -362,148 +375,94 @@ def _redacted(spec: JobSpec) -> dict[str, object]:
     return redact(spec.storage_options)
 
 
-@dataclass(frozen=True)
-class _PartEnd:
-    """Sent to the writer after a part's last batch."""
-
-    null_counts: dict[str, int]
-
-
-class _PartBatches:
-    """The batches of one part as they come through the writer's queue, up to its end marker."""
-
-    def __init__(self, first: pa.RecordBatch | _PartEnd, items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]):
-        self._first = first
-        self._items = items
-        self.rows = 0
-        self.end: _PartEnd | None = None
-        """Set once the end marker arrived; None if the queue was abandoned mid-part."""
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        item = self._first
-        while not isinstance(item, _PartEnd):
-            self.rows += item.num_rows
-            yield item
-            following = next(self._items, None)
-            if following is None:
-                return
-            item = following[1]
-        self.end = item
-
-
-_Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
-"""What the assembly stage hands on: a batch and its model inputs, or a file's end and its null counts."""
-
-
-def _stream(
+def _score(
     ready: Prepared,
-    todo: list[int],
+    tasks: Sequence[Task],
     out: OutputDir | DeltaOutput,
     report: RunReport,
     progress: ProgressCallback | None,
     quality: RunQuality | None = None,
 ) -> None:
-    spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
-    schema = plan.output_schema(files[0])
-    overlap = model.provider in ASSEMBLE_IN_THREAD
-    # Assembled in a thread of its own, up to QUEUE_DEPTH + 2 batches live at once: one being assembled,
-    # the queued ones, one being scored. Assembled inline, one.
-    scorer = BatchScorer(
-        model,
-        plan,
-        on_null=spec.on_null,
-        fill_value=spec.fill_value,
-        buffers=QUEUE_DEPTH + 2 if overlap else 1,
+    """Hand the tasks to the engine; record each input's part (and its summary) as its last task ends."""
+    spec = ready.spec
+    work = Work(
+        spec=spec,
+        files=ready.files,
+        plan=ready.plan,
+        # workers write into the run's staging area; a Delta table takes every part through its one writer (local)
+        staging=out.staging if isinstance(out, OutputDir) else out,
+        model_sha256=ready.model.sha256,
+        provider=ready.provider,
+        summary=None if quality is None else quality.template.to_bytes(),
     )
-    keep_count = len(plan.keep)
-    total_rows = sum(files[i].num_rows for i in todo)
-    columns = plan.read_columns
-    filter_only = [c for c in row_filter.columns if c not in columns] if row_filter else []
-    filtered_out = [0]
+    parts = _Parts(ready.files, tasks, out, report, progress, quality)
+    report.workers = engine_for(spec, ready.model).run(work, tasks, done=parts.done, scored=parts.scored)
+    parts.scored(0)
 
-    def read() -> Iterator[tuple[int, pa.RecordBatch | None]]:
-        for index in todo:
-            file = files[index]
-            for batch in iter_batches(file, columns + filter_only, batch_size=spec.batch_size):
-                if row_filter is None:
-                    yield index, batch
-                    continue
-                kept = row_filter.apply(batch, source=file.path)
-                filtered_out[0] += batch.num_rows - kept.num_rows
-                if kept.num_rows:
-                    yield index, kept.select(columns) if filter_only else kept
-            yield index, None
 
-    dictionary = dictionary_columns(schema, also=[o.name for o in plan.outputs if o.role in ("label", "threshold")])
+class _Parts:
+    """The driver's side of the tasks: counts rows for progress, and records a part once all its tasks are done."""
 
-    def write(items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]) -> None:
-        for index, first in items:
-            batches = _PartBatches(first, items)
-            names = out.write_part(index, schema, batches, dictionary=dictionary)
-            if batches.end is None:
-                return  # abandoned: the run failed
-            entry = manifest.part_entry(
-                index,
-                files[index],
-                files=names,
-                rows=batches.rows,
-                run_id=report.run_id,
-                null_counts=batches.end.null_counts,
-                committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-            out.finish_part(index, entry)
+    def __init__(
+        self,
+        files: list[InputFile],
+        tasks: Sequence[Task],
+        out: OutputDir | DeltaOutput,
+        report: RunReport,
+        progress: ProgressCallback | None,
+        quality: RunQuality | None,
+    ) -> None:
+        self.files = files
+        self.out = out
+        self.quality = quality
+        self.report = report
+        self.progress = progress
+        self.pieces = {t.index: t.pieces for t in tasks}
+        self.total_rows = sum(t.rows for t in tasks)
+        self.rows = 0
+        self.files_done = 0
+        self.finished: dict[int, list[TaskResult]] = {}
+        self._lock = threading.Lock()  # the local engine reports rows from its scoring thread, parts from its writer
 
-    def assemble(items: Iterable[tuple[int, pa.RecordBatch | None]]) -> Iterator[_Assembled]:
-        for index, batch in items:
-            if batch is None:  # the file is done: its null counts are complete here, not yet in the scoring thread
-                yield index, None, dict(scorer.null_counts)
-            else:
-                yield index, batch, scorer.assemble(batch, source=files[index].path)
+    def scored(self, rows: int) -> None:
+        """``rows`` more rows scored, in any worker."""
+        with self._lock:
+            self.rows += rows
+            now = Progress(self.rows, self.total_rows, self.files_done, len(self.pieces))
+        if self.progress is not None:
+            self.progress(now)
 
-    reader = Prefetch(read(), depth=QUEUE_DEPTH, name="batchscore-read")
-    stage = assemble(reader)
-    assembled = Prefetch(stage, depth=QUEUE_DEPTH, name="batchscore-assemble") if overlap else None
-    sink: Sink[tuple[int, pa.RecordBatch | _PartEnd]] = Sink(write, depth=QUEUE_DEPTH, name="batchscore-write")
-    files_done = 0
-    nulls_before: dict[str, int] = {}
-    try:
-        for index, batch, ready_batch in assembled or stage:
-            _interrupt.check()
-            if batch is None:
-                assert isinstance(ready_batch, dict)
-                files_done += 1
-                nulls = {k: v - nulls_before.get(k, 0) for k, v in ready_batch.items()}
-                nulls_before = ready_batch
-                sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
-                if quality is not None:
-                    quality.finish(index)  # issue 11
-                log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
-                continue
-            assert isinstance(ready_batch, Assembled)
-            predicted = scorer.infer(ready_batch)
-            if quality is not None:
-                quality.update(index, batch, predicted)  # issue 11: features as read, outputs as scored
-            columns_out = batch.columns[:keep_count] + predicted
-            sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
-            report.rows_read += ready_batch.rows
-            report.rows_written += ready_batch.rows
-            if ready_batch.invalid is not None:
-                report.rows_null_output += int(ready_batch.invalid.sum())
-            if progress is not None:
-                progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
-        sink.close()
-    except BaseException:
-        sink.abandon()
-        raise
-    finally:
-        if assembled is not None:
-            assembled.close()
-        reader.close()
-    report.rows_filtered = filtered_out[0]
-    report.rows_read += report.rows_filtered
-    report.null_counts = {k: v for k, v in scorer.null_counts.items() if v}
-    if progress is not None:
-        progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
+    def done(self, result: TaskResult) -> None:
+        """A task's part is staged; when it is its input's last, the input's part is recorded (in resume: committed)."""
+        report, index = self.report, result.task.index
+        with self._lock:
+            report.rows_written += result.rows
+            report.rows_filtered += result.rows_filtered
+            report.rows_read += result.rows + result.rows_filtered
+            report.rows_null_output += result.rows_null_output
+            report.null_counts = _sum_counts([report.null_counts, result.null_counts])
+            results = self.finished.setdefault(index, [])
+            results.append(result)
+            if len(results) < self.pieces[index]:
+                return
+            del self.finished[index]
+        results.sort(key=lambda r: r.task.piece or 0)
+        entry = manifest.part_entry(
+            index,
+            self.files[index],
+            files=[name for r in results for name in r.files],
+            rows=sum(r.rows for r in results),
+            run_id=report.run_id,
+            null_counts=_sum_counts(r.null_counts for r in results),
+            committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        if self.quality is not None:  # issue 11: the part's summary, its pieces merged
+            pieces = [Summary.from_bytes(r.summary) for r in results if r.summary is not None]
+            self.quality.parts[index] = merge_all(pieces) or self.quality.template.empty()
+        self.out.finish_part(index, entry)
+        with self._lock:
+            self.files_done += 1
+        log.debug("scored %s (%d/%d)", self.files[index].path, self.files_done, len(self.pieces))
 
 
 def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -371,8 +371,10 @@ def _null_counts(meta: pq.FileMetaData) -> dict[str, int | None]:
     return counts
 
 
-def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) -> Iterator[pa.RecordBatch]:
-    """Stream one file's projected columns; partition keys become constant string columns.
+def iter_batches(
+    file: InputFile, columns: Sequence[str], *, batch_size: int, row_groups: Sequence[int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream one file's projected columns (of ``row_groups`` only, if given); partition keys become string columns.
 
     Row groups of moderate size are read whole (pyarrow decodes their columns in
     parallel, faster and with less memory than ``iter_batches``' read-ahead) and
@@ -385,20 +387,34 @@ def iter_batches(file: InputFile, columns: Sequence[str], *, batch_size: int) ->
             return
         pf = _open_parquet(file.path, file.location)
         meta = pf.metadata
+        groups = list(range(meta.num_row_groups)) if row_groups is None else list(row_groups)
         largest = max(meta.row_group(g).num_rows for g in range(meta.num_row_groups))
         if largest <= max(WHOLE_ROW_GROUP_ROWS, batch_size):
-            for group in range(meta.num_row_groups):
+            for group in groups:
                 table = pf.read_row_group(group, columns=in_file, use_threads=True)
                 for batch in table.to_batches(max_chunksize=batch_size):
                     yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
-        else:
+        elif groups:
             # A buffered stream reads each column chunk a page at a time: without it (buffer_size=0)
             # pyarrow loads whole column chunks, and a 15M-row group costs its full compressed size.
             pf = _open_parquet(file.path, file.location, metadata=meta, stream=True)
-            for batch in pf.iter_batches(batch_size=batch_size, columns=in_file, use_threads=True):
+            for batch in pf.iter_batches(batch_size=batch_size, row_groups=groups, columns=in_file, use_threads=True):
                 yield batch if len(in_file) == len(wanted) else _with_partitions(batch, file, wanted)
     except (OSError, pa.ArrowException) as exc:
         raise InputDataError(_read_error(file.path, exc)) from exc
+
+
+def row_group_sizes(file: InputFile) -> list[tuple[int, int]]:
+    """Rows and compressed bytes of each row group of a file, from its footer."""
+    try:
+        meta = _open_parquet(file.path, file.location).metadata
+    except (OSError, pa.ArrowException) as exc:
+        raise InputDataError(_read_error(file.path, exc)) from exc
+    sizes = []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        sizes.append((group.num_rows, sum(group.column(c).total_compressed_size for c in range(group.num_columns))))
+    return sizes
 
 
 def _with_partitions(batch: pa.RecordBatch, file: InputFile, wanted: list[str]) -> pa.RecordBatch:

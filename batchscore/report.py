@@ -52,11 +52,15 @@ class RunReport:
     seconds: float = 0.0
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    """This process's peak memory; workers of the processes and ray engines have their own."""
     started_at: str = ""
     summary: dict[str, Any] | None = None
     """Per-feature and per-output statistics of the output (``DIR/_batchscore_summary.json``, readable part)."""
     drift: dict[str, Any] | None = None
     """The comparison with ``--reference``, worst columns first; None without a reference."""
+    engine: str = "local"
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    """What each worker did: ``worker``, ``host``, ``pid``, ``tasks``, ``rows`` (and ``model_loads``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

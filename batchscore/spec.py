@@ -23,6 +23,7 @@ Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 OnDrift = Literal["warn", "fail"]
 Format = Literal["parquet", "delta"]
 SchemaMode = Literal["strict", "merge"]
+EngineName = Literal["local", "processes", "ray"]
 
 DEFAULT_BATCH_SIZE = 65536
 MAX_BATCH_SIZE = 1 << 24
@@ -80,6 +81,13 @@ class JobSpec:
     """The approved model's sha256: any other model file is refused before a row is read."""
     report: str | None = None
     """Path of a JSON run report to write, if any."""
+    engine: EngineName = "local"
+    """Who runs the tasks: this process's threads, worker processes on this machine, or Ray actors."""
+    workers: int | None = None
+    """Worker processes or Ray actors; None: one per core (processes), per CPU or GPU of the cluster (ray)."""
+    ray_address: str | None = None
+    """The Ray cluster to connect to (``auto``, ``host:port``, ``ray://host:10001``); None: ``RAY_ADDRESS``, or a
+    local cluster started for the run."""
     job: str | None = None
     """The job file this spec came from (lineage only)."""
     history: str | None = None
@@ -109,6 +117,25 @@ class JobSpec:
         _check_choice("schema_mode", self.schema_mode, SchemaMode)
         if self.schema_mode != "strict" and self.format != "delta":
             msg = f"schema_mode {self.schema_mode!r} applies to Delta tables only; pass --format delta or drop it"
+            raise JobSpecError(msg)
+        _check_choice("engine", self.engine, EngineName)
+        if self.workers is not None and self.workers < 1:
+            msg = f"workers must be at least 1, got {self.workers}; omit it for one per core"
+            raise JobSpecError(msg)
+        if self.workers is not None and self.engine == "local":
+            msg = (
+                f"workers = {self.workers} needs engine processes or ray (the local engine is one process); "
+                "pass --engine processes, or leave --workers out"
+            )
+            raise JobSpecError(msg)
+        if self.ray_address is not None and self.engine != "ray":
+            msg = f"ray_address {self.ray_address!r} needs engine ray; pass --engine ray, or leave --ray-address out"
+            raise JobSpecError(msg)
+        if self.format == "delta" and self.engine != "local":
+            msg = (
+                f"format delta needs engine local: a Delta table's one commit streams every part through one "
+                f"writer in this process; use --format parquet with --engine {self.engine}"
+            )
             raise JobSpecError(msg)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"

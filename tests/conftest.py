@@ -451,3 +451,69 @@ def imputing_feeds(table: pa.Table, fill: float) -> dict[str, np.ndarray]:
         feeds[name] = table[name].fill_null(fill).to_numpy().astype(np.float32).reshape(-1, 1)
     feeds["n"] = table["n"].to_numpy().astype(np.int64).reshape(-1, 1)
     return feeds
+
+
+# --- engines (issue 10): one output, whoever scored it ---
+
+
+def data_bytes(path: Path) -> bytes:
+    """A part's data columns as Arrow IPC bytes: equal bytes, equal data, bit for bit (NaN payloads included)."""
+    table = pq.read_table(path).replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def output_parts(out: Path) -> dict[str, bytes]:
+    """Every committed part below ``out`` (hive folders too), by relative path, as its data bytes."""
+    return {
+        str(p.relative_to(out)): data_bytes(p)
+        for p in sorted(out.rglob("*.parquet"))
+        if not any(part.startswith(("_", ".")) for part in p.relative_to(out).parts)
+    }
+
+
+def manifest_parts(out: Path) -> list[dict]:
+    """The manifest's parts without what differs from run to run (run id, commit time)."""
+    import json
+
+    data = json.loads((out / "_batchscore.json").read_text())
+    assert data["complete"] is True
+    return [{k: v for k, v in p.items() if k not in ("run_id", "committed_at")} for p in data["parts"]]
+
+
+def assert_same_output(out: Path, reference: Path) -> None:
+    """The same part files with the same data, the same manifest parts and spec hash, and _SUCCESS."""
+    import json
+
+    assert (out / "_SUCCESS").exists()
+    got, want = output_parts(out), output_parts(reference)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name] == want[name], name
+    assert manifest_parts(out) == manifest_parts(reference)
+    hashes = [json.loads((o / "_batchscore.json").read_text())["spec_hash"] for o in (out, reference)]
+    assert hashes[0] == hashes[1]
+
+
+def hive_dataset(folder: Path, *, rows: int = 700) -> Path:
+    """Hive folders ds=.../region=... with a file each."""
+    for i, (ds, region) in enumerate([("2026-11-20", "eu"), ("2026-11-20", "us"), ("2026-11-21", "eu")]):
+        table = make_table(rows, seed=40 + i, start_id=i * rows)
+        write_files(folder / f"ds={ds}" / f"region={region}", [table], row_group_size=300)
+    return folder
+
+
+def bad_age_files(folder: Path, *, files: int = 4, rows: int = 300, bad: int = 3) -> Path:
+    """Inputs for the mixed model where file ``bad`` (part-3) gives fractional ages: a value error found while
+    scoring, not in the footers."""
+    tables = []
+    for i in range(files):
+        table = mixed_table(rows, seed=60 + i)
+        if i == bad:
+            ages = table["age"].to_numpy().astype(np.float64) + 0.5
+            table = table.set_column(table.schema.get_field_index("age"), "age", pa.array(ages))
+        tables.append(table)
+    write_files(folder, tables, row_group_size=100)
+    return folder

@@ -15,6 +15,7 @@ def test_public_api_is_exactly_this():
         "BatchScoreError",
         "DeviceUnavailableError",
         "DriftError",  # drift over the limits with on_drift="fail" (issue 11)
+        "EngineError",  # a worker or the Ray cluster failed (issue 10)
         "InputDataError",
         "JobSpec",
         "JobSpecError",
@@ -57,6 +58,7 @@ def test_errors_pickle_with_their_message_and_exit_code(name):
         (errors.OutputError, 5),
         (errors.OutputExistsError, 5),
         (errors.OutputLockedError, 5),
+        (errors.EngineError, 7),
     ],
 )
 def test_exit_codes(cls, code):

@@ -327,7 +327,7 @@ def test_cpu_calls_are_sliced_and_joined_back_in_order(models, dataset, tmp_path
 
 def test_assembly_in_its_own_thread_gives_the_same_output(models, tmp_path, monkeypatch):
     """The GPU's four-stage pipeline, forced on the CPU: same rows, same numbers, same per-part null counts."""
-    from batchscore import pipeline
+    from batchscore import tasks
 
     tables = []
     for i in range(3):
@@ -339,7 +339,7 @@ def test_assembly_in_its_own_thread_gives_the_same_output(models, tmp_path, monk
     write_files(tmp_path / "in", tables, row_group_size=512)
     runs = {}
     for name, providers in (("inline", frozenset()), ("threaded", frozenset({"CPUExecutionProvider"}))):
-        monkeypatch.setattr(pipeline, "ASSEMBLE_IN_THREAD", providers)
+        monkeypatch.setattr(tasks, "ASSEMBLE_IN_THREAD", providers)
         out = tmp_path / name
         report = score(tmp_path / "in", models["logreg"], out, batch_size=256, on_null="fill", mode="resume")
         manifest = json.loads((out / "_batchscore.json").read_text())

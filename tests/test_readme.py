@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from conftest import ROOT
+from conftest import ROOT, assert_same_output
 
 README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
@@ -46,6 +46,8 @@ def test_every_readme_command_runs(sandbox):
     decisions = pq.read_table(sandbox / "out" / "demo-decisions")  # --threshold, --with-score, --output
     assert decisions.column_names == ["application_id", "decision", "p_bad", "confidence"]
     assert set(decisions["decision"].to_pylist()) == {"bad", "good"}
+    for engine in ("processes", "ray"):  # scale out: the local engine's output, part for part
+        assert_same_output(sandbox / "out" / f"demo-{engine}", sandbox / "out" / "demo")
 
 
 def test_readme_python_blocks_run(sandbox, monkeypatch):
