@@ -4,8 +4,9 @@ Importing ``onnx`` (and protobuf with it) costs about as much start-up as
 numpy: more than a whole short run should. An ONNX model is a ``ModelProto``
 message; this module walks its fields and keeps only what :class:`Model`
 needs: opsets, producer, ``metadata_props``, graph inputs (less initializers)
-and outputs with tensor types and shapes, each node's op type, first input and
-``classlabels_*`` attributes, and the ``classes`` initializer. Big fields
+and outputs with tensor types and shapes, each node's op type, inputs, outputs,
+``classlabels_*`` attributes and an ``Imputer``'s replaced value, and the
+``classes`` initializer. Big fields
 (weights, tree attributes) are skipped by their length, unread.
 
 Whatever it cannot describe exactly as ``onnx`` would raises :class:`NeedsOnnxError`,
@@ -16,7 +17,9 @@ dtype, a malformed file (``onnx`` then words the error).
 
 from __future__ import annotations
 
+import math
 import mmap
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +30,8 @@ import numpy as np
 # TypeProto, TensorShapeProto, TensorProto, OperatorSetIdProto, StringStringEntryProto).
 _MODEL_PRODUCER_NAME, _MODEL_PRODUCER_VERSION, _MODEL_GRAPH, _MODEL_OPSET, _MODEL_METADATA = 2, 3, 7, 8, 14
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT = 1, 5, 11, 12
-_NODE_INPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 1, 4, 5
-_ATTR_NAME, _ATTR_INTS, _ATTR_STRINGS = 1, 8, 9
+_NODE_INPUT, _NODE_OUTPUT, _NODE_OP_TYPE, _NODE_ATTRIBUTE = 1, 2, 4, 5
+_ATTR_NAME, _ATTR_F, _ATTR_INTS, _ATTR_STRINGS = 1, 2, 8, 9
 _TYPE_TENSOR, _TYPE_DENOTATION = 1, 6
 _TENSOR_TYPE_ELEM, _TENSOR_TYPE_SHAPE = 1, 2
 _SHAPE_DIM, _DIM_VALUE = 1, 1
@@ -81,6 +84,29 @@ class WireModel:
     outputs: list[Value] = field(default_factory=list)
     class_labels: list[str] | list[int] | None = None
     has_zipmap: bool = False
+    nodes: list[tuple[list[str], list[str]]] = field(default_factory=list)
+    """Each node's inputs and outputs, in graph order."""
+    nan_imputers: list[int] = field(default_factory=list)
+    """Indices (in ``nodes``) of the Imputer nodes that replace NaN."""
+
+    def imputed_inputs(self) -> frozenset[str]:
+        """Graph inputs whose values flow into an Imputer that replaces NaN, through any nodes (Concat, Cast...)."""
+        inputs = {i.name for i in self.inputs}
+        producers = {out: node for node in self.nodes for out in node[1]}
+        found: set[str] = set()
+        for index in self.nan_imputers:
+            seen: set[str] = set()
+            stack = list(self.nodes[index][0])
+            while stack:
+                name = stack.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                if name in inputs:
+                    found.add(name)
+                elif name in producers:
+                    stack.extend(producers[name][0])
+        return frozenset(found)
 
 
 def read(path: str) -> WireModel:
@@ -88,7 +114,15 @@ def read(path: str) -> WireModel:
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return _model(data)
-    except (OSError, ValueError, IndexError, UnicodeDecodeError) as exc:  # empty, truncated or garbled
+    except (OSError, ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:  # empty, truncated, garbled
+        raise NeedsOnnxError(str(exc)) from exc
+
+
+def parse(data: bytes) -> WireModel:
+    """The same as :func:`read`, for a model already in memory (read from an object store)."""
+    try:
+        return _model(data)
+    except (ValueError, IndexError, UnicodeDecodeError, struct.error) as exc:
         raise NeedsOnnxError(str(exc)) from exc
 
 
@@ -205,27 +239,47 @@ def _graph(data: Any, start: int, end: int, model: WireModel) -> None:
 
 def _node(data: Any, start: int, end: int, model: WireModel, gathered: set[str]) -> None:
     op_type = ""
-    first_input: str | None = None
+    inputs: list[str] = []
+    outputs: list[str] = []
     attributes: list[tuple[int, int]] = []
     for number, wire, a, b in _fields(data, start, end):
         if wire != 2:
             continue
         if number == _NODE_OP_TYPE:
             op_type = _text(data, a, b)
-        elif number == _NODE_INPUT and first_input is None:
-            first_input = _text(data, a, b)
+        elif number == _NODE_INPUT:
+            inputs.append(_text(data, a, b))
+        elif number == _NODE_OUTPUT:
+            outputs.append(_text(data, a, b))
         elif number == _NODE_ATTRIBUTE:
             attributes.append((a, b))
+    model.nodes.append((inputs, outputs))
     if op_type == "ZipMap":
         model.has_zipmap = True
-    if op_type == "ArrayFeatureExtractor" and first_input is not None:
-        gathered.add(first_input)
+    if op_type == "ArrayFeatureExtractor" and inputs:
+        gathered.add(inputs[0])
+    if op_type == "Imputer" and math.isnan(_replaced_value(data, attributes)):
+        model.nan_imputers.append(len(model.nodes) - 1)
     if model.class_labels is None:
         for a, b in attributes:
             labels = _labels(data, a, b)
             if labels is not None:
                 model.class_labels = labels
                 break
+
+
+def _replaced_value(data: Any, attributes: list[tuple[int, int]]) -> float:
+    """An Imputer's ``replaced_value_float`` (0.0, ONNX's default, when it has none)."""
+    for start, end in attributes:
+        name, value = b"", 0.0
+        for number, wire, a, b in _fields(data, start, end):
+            if number == _ATTR_NAME and wire == 2:
+                name = bytes(data[a:b])
+            elif number == _ATTR_F and wire == 5:
+                value = struct.unpack("<f", bytes(data[a:b]))[0]
+        if name == b"replaced_value_float":
+            return value
+    return 0.0
 
 
 def _labels(data: Any, start: int, end: int) -> list[str] | list[int] | None:

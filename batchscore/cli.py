@@ -12,13 +12,18 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from signal import SIGTERM
 from typing import Annotated, Any
 
 import typer
+from typer._click import Context
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # Typer vendors Click
+from typer.core import TyperArgument, TyperCommand
 
 from batchscore import _interrupt, pipeline
 from batchscore._version import __version__
@@ -45,7 +50,6 @@ app = typer.Typer(
         "6 drift over the limits with --on-drift fail (output committed); "
         "1 a bug (the only case with a traceback); 130/143 interrupted, nothing committed."
     ),
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -53,6 +57,31 @@ app = typer.Typer(
 )
 
 LOG_INTERVAL_S = 10.0
+
+
+class _Argument(TyperArgument):
+    """A positional argument shown as its metavar alone: ``INPUT...`` and ``JOB``, not ``{INPUT}... <list[str]>``."""
+
+    def display_type_rich(self, ctx: Context) -> str | None:
+        return None
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw + ("..." if self.nargs != 1 else "")
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+class _Command(TyperCommand):
+    """A Typer command whose positional arguments show their metavars only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
 
 Inputs = Annotated[
     list[str],
@@ -98,8 +127,24 @@ Threshold = Annotated[
     ),
 ]
 WithScore = Annotated[bool, typer.Option("--with-score", help="Add a score column: the predicted class's probability.")]
-OnNull = Annotated[str, typer.Option(metavar="error|fill|skip", help="What to do with nulls in feature columns.")]
-Device = Annotated[str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.")]
+
+
+def _choices(metavar: str) -> Callable[[], list[str]]:
+    """Shell completion for an option whose metavar lists its values (``error|fill|skip``)."""
+    return lambda: metavar.split("|")
+
+
+OnNull = Annotated[
+    str,
+    typer.Option(
+        metavar="error|fill|skip",
+        help="What to do with nulls in feature columns.",
+        autocompletion=_choices("error|fill|skip"),
+    ),
+]
+Device = Annotated[
+    str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.", autocompletion=_choices("auto|cpu|cuda"))
+]
 Threads = Annotated[int | None, typer.Option(metavar="N", help="onnxruntime threads. Default: one per available core.")]
 BatchSize = Annotated[
     int,
@@ -109,8 +154,22 @@ BatchSize = Annotated[
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress and no summary.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        help="Object-store setting for every s3://, gs:// or abfs:// path (repeatable), by pyarrow's name: "
+        "endpoint_override=HOST:PORT, scheme=http, region=..., anonymous=true, retry_strategy=standard:5.",
+    ),
+]
 LogFormat = Annotated[
-    str, typer.Option(metavar="text|json", help="Log lines as text, or as JSON objects (for log collectors).")
+    str,
+    typer.Option(
+        metavar="text|json",
+        help="Log lines as text, or as JSON objects (for log collectors).",
+        autocompletion=_choices("text|json"),
+    ),
 ]
 Reference = Annotated[
     str | None,
@@ -134,7 +193,9 @@ MaxNullRateChange = Annotated[
 OnDrift = Annotated[
     str | None,
     typer.Option(
-        metavar="warn|fail", help="Drift over the limits: log a warning (default), or exit 6 after committing."
+        metavar="warn|fail",
+        help="Drift over the limits: log a warning (default), or exit 6 after committing.",
+        autocompletion=_choices("warn|fail"),
     ),
 ]
 
@@ -148,13 +209,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Score Parquet files with an ONNX model into Parquet: fast, atomic, CPU or GPU."""
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Score Parquet files with a model into an output folder.")
 def score(
     inputs: Inputs,
     model: ModelPath,
@@ -169,29 +230,48 @@ def score(
     device: Device = "auto",
     threads: Threads = None,
     on_null: OnNull = "error",
-    fill_value: Annotated[float, typer.Option(metavar="X", help="Value for nulls with --on-null fill.")] = 0.0,
+    fill_value: Annotated[
+        float | None,
+        typer.Option(
+            metavar="X",
+            help="Value for nulls with --on-null fill (nan allowed). Default: NaN for inputs the model imputes "
+            "itself (an Imputer reads them), 0 otherwise.",
+        ),
+    ] = None,
     filter: Annotated[
         str | None, typer.Option(metavar="SQL", help="SQL condition on input columns; only matching rows are scored.")
     ] = None,
     prob_format: Annotated[
-        str, typer.Option(metavar="columns|list", help="Probabilities as prob_<label> columns or one list column.")
+        str,
+        typer.Option(
+            metavar="columns|list",
+            autocompletion=_choices("columns|list"),
+            help="Probabilities as prob_<label> columns or one list column.",
+        ),
     ] = "columns",
     prediction_col: Annotated[str, typer.Option(metavar="NAME", help="Name of the prediction column.")] = "prediction",
     mode: Annotated[
         str,
         typer.Option(
             metavar="error|overwrite|resume",
+            autocompletion=_choices("error|overwrite|resume"),
             help="If DIR already holds output: fail, replace it, or keep the parts already scored for these inputs.",
         ),
     ] = "error",
     compression: Annotated[
-        str, typer.Option(metavar="zstd|snappy|gzip|lz4|brotli|none", help="Parquet compression.")
+        str,
+        typer.Option(
+            metavar="zstd|snappy|gzip|lz4|brotli|none",
+            autocompletion=_choices("zstd|snappy|gzip|lz4|brotli|none"),
+            help="Parquet compression.",
+        ),
     ] = "zstd",
     format: Annotated[
         str,
         typer.Option(
             "--format",
             metavar="parquet|delta",
+            autocompletion=_choices("parquet|delta"),
             help="parquet: DIR/part-*.parquet and _SUCCESS; delta: one commit to the Delta Lake table --out "
             "(pip install 'batchscore[delta]').",
         ),
@@ -200,6 +280,7 @@ def score(
         str,
         typer.Option(
             metavar="strict|merge",
+            autocompletion=_choices("strict|merge"),
             help="Delta: refuse output whose columns differ from the table's (strict), or add new columns (merge).",
         ),
     ] = "strict",
@@ -212,6 +293,7 @@ def score(
         typer.Option(metavar="HEX", help="Refuse (exit 4) any model file whose sha256 differs from this one."),
     ] = None,
     report: Annotated[str | None, typer.Option(metavar="FILE", help="Write a JSON run report to this file.")] = None,
+    storage_options: StorageOptions = None,
     reference: Reference = None,
     max_psi: MaxPsi = None,
     max_null_rate_change: MaxNullRateChange = None,
@@ -219,6 +301,26 @@ def score(
     summary: Annotated[
         bool, typer.Option("--summary/--no-summary", help="Write DIR/_batchscore_summary.json (per-column statistics).")
     ] = True,
+    engine: Annotated[
+        str,
+        typer.Option(
+            metavar="local|processes|ray",
+            help="Who scores: this process, worker processes on this machine, or Ray actors (same output).",
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", help="Worker processes or Ray actors. Default: one per core (per CPU or GPU of the cluster)."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR",
+            help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001. Default: RAY_ADDRESS, or a local one.",
+        ),
+    ] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     log_format: LogFormat = "text",
@@ -251,13 +353,17 @@ def score(
             partition_by=split_columns(partition_by),
             model_sha256=model_sha256,
             report=report,
+            storage_options=parse_assignments(storage_options, flag="--storage-option"),
             summary=summary,
             **_drift_options(reference, max_psi, max_null_rate_change, on_drift),
+            engine=engine,  # type: ignore[arg-type]
+            workers=workers,
+            ray_address=ray_address,
         )
         _score(spec, quiet=quiet, log_format=log_format)
 
 
-@app.command("run")
+@app.command("run", cls=_Command, short_help="Run a job file (TOML), as cron or Airflow does.")
 def run_job(
     job: Annotated[str, typer.Argument(metavar="JOB", help="The job file, a TOML file (see jobs/).")],
     ds: Annotated[
@@ -336,7 +442,7 @@ def _score(spec: JobSpec, *, quiet: bool, log_format: str) -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Show a model's inputs and outputs, or a Delta table's versions.")
 def inspect(
     model: Annotated[
         str, typer.Argument(metavar="MODEL", help="The ONNX model file, or a Delta table to show its history.")
@@ -353,6 +459,7 @@ def inspect(
     with_score: WithScore = False,
     on_null: OnNull = "error",
     device: Device = "cpu",
+    storage_options: StorageOptions = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Show the model's inputs, outputs, class labels, opsets, size and sha256; with --data, the mapping.
@@ -379,6 +486,7 @@ def inspect(
             with_score=with_score,
             on_null=on_null,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
+            storage_options=parse_assignments(storage_options, flag="--storage-option"),
         )
         if data:
             ready = pipeline.prepare(spec)
@@ -386,11 +494,11 @@ def inspect(
         else:
             from batchscore.model import Model
 
-            info = Model(model, device=spec.device).describe()
+            info = Model(model, device=spec.device, storage_options=spec.storage_options).describe()
     typer.echo(json.dumps(info, indent=2) if as_json else _render(info))
 
 
-@app.command("report")
+@app.command("report", cls=_Command, short_help="Show an output's summary and its drift against a reference.")
 def report_command(
     out: Annotated[str, typer.Argument(metavar="OUT", help="An output folder, or a saved _batchscore_summary.json.")],
     reference: Annotated[
@@ -565,14 +673,50 @@ class _Progress:
             self.redirect.__exit__(None, None, None)
 
 
-def main() -> None:
-    """Entry point of the ``batchscore`` console script."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``batchscore`` console script.
+
+    Click's errors (unknown flag or command, bad or missing value) become the house
+    one-line ``batchscore: error: ...`` (a JSON object under ``--log-format json``), exit 2.
+    """
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(prog_name="batchscore")
-    except SystemExit as done:
-        if "deltalake" in sys.modules:
-            _exit_now(done.code)
-        raise
+        code = app(args=args, prog_name="batchscore", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # bare `batchscore`: the help, as before
+        exc.show()
+        code = exc.exit_code
+    except ClickException as exc:
+        try:
+            _Errors(log_format=_log_format(args))._say(_usage_message(exc), exc.exit_code)
+        except typer.Exit as done:
+            code = done.exit_code
+    status = code if isinstance(code, int) else 0
+    if "deltalake" in sys.modules:
+        _exit_now(status)
+    sys.exit(status)
+
+
+def _usage_message(exc: ClickException) -> str:
+    """``batchscore: error: score: no such option: --colour; see 'batchscore score --help'``: one line."""
+    sentences = re.split(r"(?<=[.?!])\s+", " ".join(exc.format_message().split()))
+    text = "; ".join(t.rstrip(".")[:1].lower() + t.rstrip(".")[1:] for t in sentences if t)
+    text = re.sub(r"\(([A-Z])", lambda m: "(" + m.group(1).lower(), text)  # "(Possible options: ...)"
+    ctx = exc.ctx if isinstance(exc, UsageError) else None
+    if ctx is None:
+        return f"batchscore: error: {text}"
+    command = ctx.command_path
+    where = command.removeprefix("batchscore").strip()
+    return f"batchscore: error: {where + ': ' if where else ''}{text}; see '{command} --help'"
+
+
+def _log_format(args: list[str]) -> str:
+    """The ``--log-format`` value in raw arguments (text unless json), for errors found before they are parsed."""
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            return "json" if args[i + 1] == "json" else "text"
+        if arg.startswith("--log-format="):
+            return "json" if arg.partition("=")[2] == "json" else "text"
+    return "text"
 
 
 def _exit_now(code: int | str | None) -> None:

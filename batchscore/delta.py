@@ -144,7 +144,7 @@ def unit_of(files: Sequence[InputFile], partition_by: Sequence[str]) -> Unit:
             )
             raise JobSpecError(msg)
         if column in file.partitions and column not in file.schema.names:
-            values.add(file.partitions[column])
+            values.add(file.partition_value(column).as_py())  # typed as the reader types it (issue 9)
             continue
         for batch in iter_batches(file, [column], batch_size=1 << 20):
             values.update(pc.unique(batch.column(0)).to_pylist())
@@ -382,9 +382,16 @@ class DeltaOutput:
     # -- writing --------------------------------------------------------------------------------
 
     def write_part(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, dictionary: Sequence[str] = ()
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
     ) -> list[str]:
-        """Hand one part's batches to the table's single write; data file names are delta-rs's, so none returned."""
+        """Hand one part's batches (or one piece's) to the table's single write; data file names are delta-rs's,
+        so none returned."""
         if self._thread is None:
             self._start(dictionary)
         for batch in batches:

@@ -14,10 +14,12 @@
     |   +-- OutputLockedError       exit 5  another live run is writing the same output
     +-- DriftError                  exit 6  the data drifted from the reference beyond the limits and
                                             on_drift is 'fail'; the output IS committed
+    +-- EngineError                 exit 7  a worker process died, or the Ray cluster is unreachable or lost
 
 Every message is one line: where (file, column, model input), what was expected,
 what was found, and the fix. Errors take a single message argument so that they
-pickle (Ray workers send them back to the driver).
+pickle (worker processes and Ray actors send them back to the driver, which
+raises the same class with the same message).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "BatchScoreError",
     "DeviceUnavailableError",
     "DriftError",
+    "EngineError",
     "InputDataError",
     "JobSpecError",
     "ModelError",
@@ -102,3 +105,9 @@ class DriftError(BatchScoreError):
     """
 
     exit_code = 6
+
+
+class EngineError(BatchScoreError):
+    """The engine running the tasks failed: a worker died, or the Ray cluster cannot be reached or was lost."""
+
+    exit_code = 7

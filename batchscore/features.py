@@ -22,16 +22,35 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batchscore.errors import NullValuesError, SchemaMismatchError
+from batchscore.errors import JobSpecError, NullValuesError, SchemaMismatchError
 from batchscore.spec import OnNull
 
 
-def null_message(col: str, path: str, nulls: int) -> str:
-    """The error for nulls in a feature column with on_null='error'."""
+def null_message(col: str, path: str, nulls: int, *, imputed_by: str | None = None) -> str:
+    """The error for nulls in a feature column with on_null='error'.
+
+    ``imputed_by``: the model input that imputes NaN itself, if the column feeds one; the fix is then to let
+    the nulls reach it as NaN, which is what the model was trained on, not to fill them with a number.
+    """
+    if imputed_by is not None:
+        return (
+            f"feature column {col!r} has {nulls} null value(s) in {path}; model input {imputed_by!r} imputes "
+            "missing values itself (an Imputer node reads it): pass --on-null fill and they reach it as NaN"
+        )
     return (
         f"feature column {col!r} has {nulls} null value(s) in {path}; pass --on-null fill "
         "(with --fill-value) or --on-null skip, or clean the input"
     )
+
+
+def fill_problem(fill_value: object, dtype: np.dtype[Any], *, input_desc: str) -> str | None:
+    """Why ``fill_value`` cannot fill an integer or bool input (a fraction, NaN, out of range), or None."""
+    if dtype.kind not in "iub" or not isinstance(fill_value, float):
+        return None
+    low, high = (0, 1) if dtype.kind == "b" else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
+    if fill_value.is_integer() and low <= fill_value <= high:
+        return None
+    return f"--fill-value {fill_value} cannot fill model input {input_desc}; pass a whole number from {low} to {high}"
 
 
 def check_values(values: np.ndarray, dtype: np.dtype[Any], *, column: str, input_name: str, source: str) -> None:
@@ -169,20 +188,24 @@ class FeatureAssembler:
         features: Sequence[str],
         *,
         dtype: np.dtype[Any],
-        batch_size: int,
         on_null: OnNull,
-        fill_value: float,
+        fill_value: object,
         input_name: str = "",
+        input_desc: str = "",
+        imputes: bool = False,
         buffers: int = 1,
     ) -> None:
         self.features = list(features)
         self.on_null = on_null
-        self.fill_value: object = "" if dtype.kind == "O" else fill_value  # strings: an unseen category
+        self.fill_value = fill_value
+        """What nulls become with on_null='fill': a number, NaN, or "" for strings (see InputBinding.fill)."""
         self.dtype = dtype
         self.input_name = input_name
+        self.imputes = imputes
+        self._fill_problem = fill_problem(fill_value, dtype, input_desc=input_desc or input_name)
         self._count = max(buffers, 1)
         self._next = 0
-        self._allocate(batch_size, dtype)
+        self._allocate(0, dtype)  # sized by the first batch: a large --batch-size costs nothing on small files
         self.null_counts = dict.fromkeys(self.features, 0)
 
     def _allocate(self, rows: int, dtype: np.dtype[Any]) -> None:
@@ -206,7 +229,10 @@ class FeatureAssembler:
             if nulls:
                 self.null_counts[name] += nulls
                 if self.on_null == "error":
-                    raise NullValuesError(null_message(name, source, nulls))
+                    imputed_by = self.input_name if self.imputes else None
+                    raise NullValuesError(null_message(name, source, nulls, imputed_by=imputed_by))
+                if self.on_null == "fill" and self._fill_problem:
+                    raise JobSpecError(f"{self._fill_problem} (column {name!r} has nulls in {source})")
             # Straight from the buffer, unless nulls must be zeroed before an integer input's range check.
             values = plain_values(column) if self._float or not nulls else None
             if values is None:
@@ -256,8 +282,10 @@ class VectorAssembler:
         width: int | None,
         dtype: np.dtype[Any],
         on_null: OnNull,
-        fill_value: float,
+        fill_value: object,
         input_name: str,
+        input_desc: str = "",
+        imputes: bool = False,
     ) -> None:
         self.column = column
         self.width = width
@@ -266,6 +294,8 @@ class VectorAssembler:
         self.on_null = on_null
         self.fill_value = fill_value
         self.input_name = input_name
+        self.imputes = imputes
+        self._fill_problem = fill_problem(fill_value, dtype, input_desc=input_desc or input_name)
         self.null_counts = {column: 0}
 
     def assemble(self, batch: pa.RecordBatch, *, source: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -289,7 +319,12 @@ class VectorAssembler:
         if element_nulls or row_nulls:
             self.null_counts[self.column] += element_nulls + row_nulls
             if self.on_null == "error":
-                raise NullValuesError(null_message(self.column, source, element_nulls + row_nulls))
+                imputed_by = self.input_name if self.imputes else None
+                raise NullValuesError(
+                    null_message(self.column, source, element_nulls + row_nulls, imputed_by=imputed_by)
+                )
+            if self.on_null == "fill" and self._fill_problem:
+                raise JobSpecError(f"{self._fill_problem} (column {self.column!r} has nulls in {source})")
         values = flat.fill_null(0).to_numpy(zero_copy_only=False) if element_nulls else flat.to_numpy()
         check_values(values, self.dtype, column=self.column, input_name=self.input_name, source=source)
         with np.errstate(over="ignore", invalid="ignore"):

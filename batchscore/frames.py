@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack, overload
 
 import pyarrow as pa
 
-from batchscore.errors import JobSpecError
+from batchscore.errors import JobSpecError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
@@ -43,7 +43,7 @@ class ScoreOptions(TypedDict, total=False):
     threshold: float | None
     with_score: bool
     on_null: OnNull
-    fill_value: float
+    fill_value: float | None
     prob_format: ProbFormat
     prediction_col: str
     batch_size: int
@@ -89,7 +89,7 @@ def score(data: Frame, model: Model | str | os.PathLike[str], **options: Unpack[
     if _is_pandas(data):
         import pandas as pd
 
-        table = pa.Table.from_pandas(data, preserve_index=False)
+        table = _from_pandas(data)
         predicted = _score_table(table, loaded, spec, label="the pandas DataFrame").to_pandas()
         predicted.index = data.index
         base = data if spec.keep is None else data[list(spec.keep)]
@@ -144,10 +144,7 @@ def _score_table(table: pa.Table, model: Model, spec: JobSpec, *, label: str) ->
 def _predict(
     batches: Sequence[pa.RecordBatch], model: Model, plan: FeaturePlan, spec: JobSpec, *, label: str
 ) -> pa.Table:
-    rows = max((b.num_rows for b in batches), default=0)
-    scorer = BatchScorer(
-        model, plan, batch_size=min(spec.batch_size, max(rows, 1)), on_null=spec.on_null, fill_value=spec.fill_value
-    )
+    scorer = BatchScorer(model, plan, on_null=spec.on_null, fill_value=spec.fill_value)
     chunks: list[list[pa.Array]] = [[] for _ in plan.outputs]
     for batch in batches:
         predicted, _ = scorer.score(batch, source=label)
@@ -182,7 +179,7 @@ def _score_path(path: str, model: Model, spec: JobSpec) -> pl.DataFrame:
     files = scan(resolve_inputs([path]))
     plan = plan_features(files, model, spec, keep_features=True)
     schema = plan.output_schema(files[0])
-    scorer = BatchScorer(model, plan, batch_size=spec.batch_size, on_null=spec.on_null, fill_value=spec.fill_value)
+    scorer = BatchScorer(model, plan, on_null=spec.on_null, fill_value=spec.fill_value)
     keep_count = len(plan.keep)
     batches = []
     for file in files:
@@ -199,6 +196,38 @@ def _null_count(column: pa.ChunkedArray) -> int:
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
         nulls += sum(chunk.flatten().null_count for chunk in column.chunks)
     return nulls
+
+
+def _from_pandas(frame: Any) -> pa.Table:
+    """A pandas frame as Arrow. NaN is pandas' missing value, so a NaN float becomes a null (as ``df.isna()``
+    says and ``df.to_parquet`` writes); a column pyarrow cannot type is a SchemaMismatchError naming it."""
+    names = [str(c) for c in frame.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        msg = f"the pandas DataFrame has column name(s) {', '.join(map(repr, twice))} more than once; rename them"
+        raise SchemaMismatchError(msg)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        error: BaseException = exc
+    for name in frame.columns:
+        try:
+            pa.array(frame[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            error = exc
+            column = frame[name]
+            msg = (
+                f"pandas column {name!r} ({column.dtype}) cannot be converted to Arrow: {_one_line(exc)}; "
+                f"give it one type, e.g. df[{name!r}].astype(str) or pd.to_numeric(df[{name!r}], errors='coerce')"
+            )
+            raise SchemaMismatchError(msg) from exc
+    msg = f"the pandas DataFrame cannot be converted to Arrow: {_one_line(error)}; give each column one type"
+    raise SchemaMismatchError(msg) from error
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(a) for a in exc.args) if exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _is_pandas(data: object) -> bool:

@@ -4,9 +4,10 @@
 
     [model]                      [input]                     [output]                  [run]
     path = "model.onnx"          paths = ["data/ds={ds}"]    path = "out/ds={ds}"      batch_size = 65536
-    sha256 = "..."               features = ["a", "b"]       mode = "resume"
-    device = "auto"              keep = ["id"]               prob_format = "columns"
+    sha256 = "..."               features = ["a", "b"]       mode = "resume"           engine = "processes"
+    device = "auto"              keep = ["id"]               prob_format = "columns"   workers = 8
     threads = 8                  on_null = "error"           prediction_col = "prediction"
+                                                                                       ray_address = "auto"
                                  fill_value = 0.0            compression = "zstd"
                                  filter = "region = 'eu'"    format = "parquet"  # or "delta"
                                                              partition_by = ["region"]
@@ -21,6 +22,10 @@
     max_psi = 0.25
     max_null_rate_change = 0.1
     on_drift = "warn"                                # or "fail": exit 6 after the commit
+
+``[storage]`` holds object-store options for every path (pyarrow's names:
+``endpoint_override = "127.0.0.1:9000"``, ``region``, ``scheme``, ``anonymous``, ...);
+a path may be a URI (``s3://bucket/prefix``), left as it is.
 
 Required: ``model.path``, ``input.paths``, ``output.path``. ``{ds}``,
 ``{ds_nodash}`` and ``{yesterday_ds}`` are filled in paths (``drift.reference`` too) and the filter.
@@ -43,6 +48,7 @@ from typing import Any
 
 from batchscore.errors import JobSpecError
 from batchscore.spec import JobSpec
+from batchscore.storage import is_uri
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,11 @@ KEYS: dict[str, dict[str, _Key]] = {
     },
     "run": {
         "batch_size": _Key("batch_size", "int"),
+        "engine": _Key("engine", "str"),
+        "workers": _Key("workers", "int"),
+        "ray_address": _Key("ray_address", "str"),
     },
+    "storage": {},  # any key: pyarrow's storage option names, checked by JobSpec
     "drift": {
         "reference": _Key("reference", "str", path=True),
         "max_psi": _Key("max_psi", "float"),
@@ -141,6 +151,12 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
         raise JobSpecError(f"cannot read job file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise JobSpecError(f"{path}: not valid TOML: {exc}; fix the syntax there") from exc
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8"
+        )
+        raise JobSpecError(msg) from exc
     origin: dict[str, str] = {}
     for item in overrides:
         section, key, value = _parse_override(item)
@@ -151,6 +167,7 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
     variables = template_vars(ds)
     folder = os.path.dirname(path)
     fields: dict[str, Any] = {}
+    storage_options: dict[str, Any] = {}
     sections = "[" + "], [".join(KEYS) + "]"
     for section, table in data.items():
         known = KEYS.get(section)
@@ -165,6 +182,9 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
         for key, value in table.items():
             name = f"{section}.{key}"
             where = f"{path} ({origin[name]})" if name in origin else path
+            if section == "storage":
+                storage_options[key] = _storage_value(value, name=name, where=where)
+                continue
             spec_key = known.get(key)
             if spec_key is None:
                 msg = (
@@ -180,7 +200,7 @@ def load_job(path: str, *, ds: str | None = None, overrides: Sequence[str] = ())
         msg = f"{path}: missing required key(s) {', '.join(map(repr, missing))}; add them (see README, Running nightly)"
         raise JobSpecError(msg)
     try:
-        return JobSpec(**fields, job=path)
+        return JobSpec(**fields, job=path, storage_options=storage_options)
     except JobSpecError as exc:
         raise JobSpecError(f"{path}: {exc}") from exc
 
@@ -231,6 +251,13 @@ def _convert(value: object, key: _Key, *, name: str, where: str, env: dict[str, 
     return value
 
 
+def _storage_value(value: object, *, name: str, where: str) -> object:
+    if isinstance(value, str | int | float | bool):
+        return value
+    msg = f"{where}: key {name!r} must be a string, number or true/false, got {_toml_type(value)} {value!r}"
+    raise JobSpecError(msg)
+
+
 def _is_names(value: object) -> bool:
     return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
@@ -250,6 +277,8 @@ def _fill(text: str, variables: dict[str, str], *, name: str, where: str) -> str
 
 
 def _path(text: str, folder: str) -> str:
+    if is_uri(text):
+        return text  # s3://bucket/key: nothing to resolve against the job's folder
     text = os.path.expanduser(text)
     return text if os.path.isabs(text) else os.path.normpath(os.path.join(folder, text))
 

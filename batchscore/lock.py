@@ -74,6 +74,12 @@ class OutputLock:
         held.replace_content((json.dumps(owner) + "\n").encode())
         self._held = held
 
+    def check(self) -> None:
+        """Raise :class:`OutputLockedError` if this run lost the lock (an object-store lock whose heartbeat
+        stalled past its expiry and was taken over); called before every step that publishes."""
+        if self._held is not None:
+            self._held.check()
+
     def release(self) -> None:
         """Remove the lock file, then let go of the lock."""
         if self._held is not None:

@@ -19,6 +19,8 @@ column, e.g. embeddings); otherwise each column gives one feature.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,11 +29,13 @@ import numpy as np
 import pyarrow as pa
 
 from batchscore.errors import JobSpecError, ModelError, NullValuesError, SchemaMismatchError
-from batchscore.features import null_message
+from batchscore.features import fill_problem, null_message
 from batchscore.model import Model, TensorInfo
 from batchscore.outputs import OutputColumn, output_columns
 from batchscore.reader import InputFile
 from batchscore.spec import JobSpec
+
+log = logging.getLogger("batchscore")
 
 Origin = Literal["--input", "--features", "name", "model", "auto"]
 """Where an input's columns came from, for error messages."""
@@ -46,6 +50,8 @@ class InputBinding:
     vector: bool = False
     """One list column feeds the whole ``[N, F]`` input."""
     origin: Origin = "name"
+    imputes: bool = False
+    """The model imputes NaN in this input itself (an ``Imputer`` node reads it)."""
 
     @property
     def name(self) -> str:
@@ -68,13 +74,23 @@ class InputBinding:
         dim = self.info.shape[1] if self.rank == 2 else None
         return dim if isinstance(dim, int) else None
 
+    def fill(self, fill_value: float | None) -> object:
+        """What a null becomes with ``on_null="fill"``: ``""`` for strings (an unseen category); the given value;
+        or, when none is given, NaN for a float input the model imputes itself and 0 otherwise."""
+        if self.dtype.kind == "O":
+            return ""
+        if fill_value is not None:
+            return fill_value
+        return math.nan if self.imputes and self.dtype.kind == "f" else 0.0
+
     def describe(self, file: InputFile) -> str:
         """``tensor(int64) [N, 1] <- age (int32)``, as ``inspect --data`` shows it under the input's name."""
         if len(self.columns) == 1:
             source = f"{self.columns[0]} ({file.field(self.columns[0]).type})"
         else:
             source = ", ".join(self.columns)
-        return f"{self.info.describe().removeprefix(self.name + ': ')} <- {source}"
+        imputes = ", nulls reach it as NaN with --on-null fill (the model imputes them)" if self.imputes else ""
+        return f"{self.info.describe().removeprefix(self.name + ': ')} <- {source}{imputes}"
 
 
 @dataclass(frozen=True)
@@ -159,21 +175,13 @@ def plan_features(
     clashes = [o.name for o in outputs if o.name in keep]
     if clashes:
         msg = (
-            f"output column(s) {', '.join(map(repr, clashes))} would overwrite input column(s) of the same name; "
+            f"output column(s) {_quoted(clashes)} would overwrite input column(s) of the same name; "
             "pass --prediction-col NAME or --output NAME=COLUMN, or leave them out of --keep"
         )
         raise JobSpecError(msg)
 
-    if spec.on_null == "error":
-        for file in files:
-            for col in features:
-                nulls = file.null_counts.get(col)
-                if nulls:
-                    raise NullValuesError(null_message(col, file.path, nulls))
-    if spec.on_null == "fill":
-        for binding in bindings:
-            if any(file.null_counts.get(c) != 0 for file in files for c in binding.columns):  # None: unknown
-                _check_fill_value(binding, spec.fill_value)
+    for binding in bindings:
+        _check_nulls(binding, files, spec)
     return FeaturePlan(inputs=tuple(bindings), keep=tuple(keep), outputs=outputs, batch_dim=model.batch_dim)
 
 
@@ -184,13 +192,13 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
     unknown = [n for n in given if n not in names]
     if unknown:
         msg = (
-            f"--input names {', '.join(map(repr, unknown))}, but model {model.path} has no such input "
-            f"(its inputs: {', '.join(names)}); use the names `batchscore inspect` shows"
+            f"--input names {_quoted(unknown)}, but model {model.path} has no such input "
+            f"(its inputs: {_short_list(names)}); use the names `batchscore inspect` shows"
         )
         raise JobSpecError(msg)
     if spec.features is not None and len(inputs) > 1:
         msg = (
-            f"--features feeds a single-input model, but {model.path} has {len(inputs)} inputs ({', '.join(names)}); "
+            f"--features feeds a single-input model, but {model.path} has {len(inputs)} inputs ({_short_list(names)}); "
             "map them with --input NAME=COLUMN[,COLUMN...] (inputs not named take the column of their own name)"
         )
         raise JobSpecError(msg)
@@ -212,7 +220,7 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
             columns, origin = tuple(numeric), "auto"
             if not columns:
                 msg = (
-                    f"no numeric feature column found in {first.path} (columns: {', '.join(first.columns)}); "
+                    f"no numeric feature column found in {first.path} (columns: {_short_list(first.columns)}); "
                     "pass --features"
                 )
                 raise SchemaMismatchError(msg)
@@ -220,10 +228,11 @@ def _bind(first: InputFile, model: Model, spec: JobSpec) -> list[InputBinding]:
             missing.append(info.name)
             continue
         vector = len(columns) == 1 and columns[0] in first.columns and is_vector(first.field(columns[0]).type)
-        bindings.append(InputBinding(info, tuple(columns), vector=vector, origin=origin))
+        imputes = info.name in model.imputed_inputs
+        bindings.append(InputBinding(info, tuple(columns), vector=vector, origin=origin, imputes=imputes))
     if missing:
         msg = (
-            f"model input(s) {', '.join(map(repr, missing))} have no column of the same name in {first.path} "
+            f"model input(s) {_quoted(missing)} have no column of the same name in {first.path} "
             f"(it has: {_short_list(first.columns)}); pass --input NAME=COLUMN for each"
         )
         raise SchemaMismatchError(msg)
@@ -251,7 +260,7 @@ def _check_file(file: InputFile, first: InputFile, bindings: Sequence[InputBindi
         missing = [c for c in binding.columns if c not in available]
         if missing:
             msg = (
-                f"feature column(s) {', '.join(map(repr, missing))} not found in {file.path} "
+                f"feature column(s) {_quoted(missing)} not found in {file.path} "
                 f"(it has: {_short_list(available)}) for model input {binding.name!r}; fix the column list or the input"
             )
             raise SchemaMismatchError(msg)
@@ -260,7 +269,7 @@ def _check_file(file: InputFile, first: InputFile, bindings: Sequence[InputBindi
     missing = [c for c in keep if c not in available]
     if missing:
         msg = (
-            f"keep column(s) {', '.join(map(repr, missing))} not found in {file.path} "
+            f"keep column(s) {_quoted(missing)} not found in {file.path} "
             f"(it has: {_short_list(available)}); fix the column list or the input"
         )
         raise SchemaMismatchError(msg)
@@ -321,13 +330,13 @@ def _check_width(binding: InputBinding, first: InputFile) -> None:
     if binding.rank == 1 and count != 1:
         msg = (
             f"model input {binding.info.describe()} takes one value per row, but {count} columns "
-            f"({', '.join(binding.columns)}) would feed it; map exactly one column with --input {binding.name}=COLUMN"
+            f"({_short_list(binding.columns)}) would feed it; map exactly one column with --input {binding.name}=COLUMN"
         )
         raise SchemaMismatchError(msg)
     want = binding.width
     if want is None or count == want:
         return
-    listed = ", ".join(binding.columns)
+    listed = _short_list(binding.columns)
     where, fix = {
         "--features": ("the --features list has", "pass --features with exactly the model's columns in training order"),
         "--input": (f"--input {binding.name}= lists", f"list exactly {want} columns in --input {binding.name}=..."),
@@ -345,28 +354,50 @@ def _check_width(binding: InputBinding, first: InputFile) -> None:
     raise SchemaMismatchError(msg)
 
 
-def _check_fill_value(binding: InputBinding, fill_value: float) -> None:
-    kind = binding.dtype.kind
-    if kind not in "iub":
+def _check_nulls(binding: InputBinding, files: Sequence[InputFile], spec: JobSpec) -> None:
+    """What the footers' null counts already tell: nulls with on_null='error', a fill value that cannot fill.
+
+    Only nulls known to be there fail here; where the counts are unknown (a LazyFrame, a file without statistics)
+    the same errors come from the batch that holds the null, so every path behaves alike.
+    """
+    known = [(file, c, file.null_counts.get(c)) for file in files for c in binding.columns]
+    present = [(file, c, n) for file, c, n in known if n]
+    if spec.on_null == "error" and present:
+        file, col, nulls = present[0]
+        imputed_by = binding.name if binding.imputes else None
+        raise NullValuesError(null_message(col, file.path, nulls or 0, imputed_by=imputed_by))
+    if spec.on_null != "fill":
         return
-    low, high = (0, 1) if kind == "b" else (np.iinfo(binding.dtype).min, np.iinfo(binding.dtype).max)
-    if not float(fill_value).is_integer() or not low <= fill_value <= high:
-        msg = (
-            f"--fill-value {fill_value} cannot fill model input {binding.info.describe()}; "
-            f"pass a whole number from {low} to {high}"
+    if present:
+        problem = fill_problem(binding.fill(spec.fill_value), binding.dtype, input_desc=binding.info.describe())
+        if problem:
+            file, col, _ = present[0]
+            raise JobSpecError(f"{problem} (column {col!r} has nulls in {file.path})")
+    given = spec.fill_value
+    if binding.imputes and given is not None and not math.isnan(given) and any(n != 0 for _, _, n in known):
+        log.warning(
+            "model input %r imputes missing values itself, but --fill-value %s replaces nulls before it sees them; "
+            "leave --fill-value out (or pass nan) to score them as the model was trained",
+            binding.name,
+            given,
         )
-        raise JobSpecError(msg)
 
 
-def _short_list(names: Sequence[str], limit: int = 12) -> str:
+def _short_list(names: Sequence[str], limit: int = 8) -> str:
+    """The first few names and how many more: a 2,000-column table gives a line, not 14 KB."""
     shown = ", ".join(names[:limit])
     return shown + (f", ... {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _quoted(names: Sequence[str], limit: int = 8) -> str:
+    return _short_list([repr(n) for n in names], limit)
 
 
 def _auto_fix(columns: Sequence[str], extra: int) -> str:
     """The fix for a feature count found by taking every numeric column: name the id-like ones when they explain it."""
     ids = [c for c in columns if c.lower() == "id" or c.lower().endswith(("_id", "id_", "_key"))]
     if extra > 0 and len(ids) == extra:
-        named = ", ".join(map(repr, ids))
-        return f"{named} look(s) like ids: pass --keep {','.join(ids)} (and any other passthrough columns)"
+        if len(ids) > 8:
+            return f"{len(ids)} columns look like ids ({_quoted(ids)}): pass them with --keep, or --features"
+        return f"{_quoted(ids)} look(s) like ids: pass --keep {','.join(ids)} (and any other passthrough columns)"
     return "pass --keep with the id and other non-feature numeric columns, or --features with the model's columns"

@@ -6,8 +6,8 @@ is cut out of the graph with the ``onnx`` library and replaced by the float
 class labels come from the classifier node's attributes.
 
 Models without a ZipMap are described from their protobuf wire format
-(:mod:`batchscore._onnxwire`) and handed to onnxruntime by path, so a run does
-not import ``onnx`` at all: about 0.1 s of start-up. Anything that reader
+(:mod:`batchscore._onnxwire`) and handed to onnxruntime as they are, so a run
+does not import ``onnx`` at all: about 0.1 s of start-up. Anything that reader
 cannot describe exactly is read with ``onnx``, as before.
 """
 
@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +28,8 @@ import onnxruntime as ort
 from batchscore import _onnxwire
 from batchscore.errors import ModelError
 from batchscore.session import create_session
-from batchscore.spec import Device
+from batchscore.spec import Device, check_model_options
+from batchscore.storage import describe_os_error, is_uri, resolve
 
 if TYPE_CHECKING:
     from typing import Unpack
@@ -64,23 +67,56 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _read_remote(uri: str, options: Mapping[str, Any] | None) -> bytes:
+    """The model's bytes from an object store, read once: they are hashed, checked and loaded from memory."""
+    try:
+        where = resolve(uri, options)
+        if not where.is_file():
+            msg = f"model {uri!r} does not exist; pass --model with the URI of an .onnx object"
+            raise ModelError(msg)
+        return where.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read model {uri}: {describe_os_error(exc)}"
+        raise ModelError(msg) from exc
+
+
 class Model:
     """A loaded ONNX model with an onnxruntime session on the chosen device."""
 
-    def __init__(self, path: str | os.PathLike[str], *, device: Device = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: Device = "auto",
+        threads: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_model_options(device=device, threads=threads)
+        if not isinstance(path, str | os.PathLike):
+            msg = f"model must be the path of an .onnx file, got {type(path).__name__} {path!r}"
+            raise ModelError(msg)
         path = os.fspath(path)
         self.path = path
-        if not os.path.isfile(path):
-            msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
-            raise ModelError(msg)
-        self.size = os.path.getsize(path)
-        self.sha256 = file_sha256(path)
-        graph = _read_wire(path) or _read_onnx(path)
+        data = _read_remote(path, storage_options) if is_uri(path) and not path.startswith("file://") else None
+        if data is not None:
+            self.size = len(data)
+            self.sha256 = hashlib.sha256(data).hexdigest()
+        else:
+            path = path.removeprefix("file://")
+            if not os.path.isfile(path):
+                msg = f"model file {path!r} does not exist; pass --model with the path of an .onnx file"
+                raise ModelError(msg)
+            self.size = os.path.getsize(path)
+            self.sha256 = file_sha256(path)
+        graph = _read_wire(path, data) or _read_onnx(path, data)
         self.opsets = graph.opsets
         self.producer = graph.producer
         self.class_labels = graph.class_labels
         self.zipmap_removed = graph.zipmap_removed
         self.inputs = graph.inputs
+        self.imputed_inputs = graph.imputed_inputs
+        """Inputs the model imputes itself: an ``Imputer`` node replacing NaN reads them (skl2onnx's SimpleImputer).
+        Nulls reach them as NaN with ``on_null="fill"`` and no fill value."""
         self.outputs = graph.outputs
         self.feature_names = graph.feature_names
         """The column names the model was trained on, in order, when its exporter stored them
@@ -186,6 +222,7 @@ class Model:
             "inputs": [i.describe() for i in self.inputs],
             "outputs": [o.describe() for o in self.outputs],
             "class_labels": self.class_labels,
+            "imputes_nan": sorted(self.imputed_inputs),
             "zipmap_removed": self.zipmap_removed,
             "provider": self.provider,
         }
@@ -193,22 +230,23 @@ class Model:
 
 @dataclass
 class _Graph:
-    """What a model file says about itself, and what to hand onnxruntime: the path, or the cut graph's bytes."""
+    """What a model file says about itself, and what to hand onnxruntime: its path or bytes, or the cut graph."""
 
     opsets: dict[str, int]
     producer: str
     class_labels: list[str] | list[int] | None
     zipmap_removed: bool
     inputs: list[TensorInfo]
+    imputed_inputs: frozenset[str]
     outputs: list[TensorInfo]
     feature_names: tuple[str, ...] | None
     source: str | bytes
 
 
-def _read_wire(path: str) -> _Graph | None:
+def _read_wire(path: str, data: bytes | None) -> _Graph | None:
     """The model read without the onnx package; None when it needs it (a ZipMap to cut, anything unusual)."""
     try:
-        wire = _onnxwire.read(path)
+        wire = _onnxwire.read(path) if data is None else _onnxwire.parse(data)
     except _onnxwire.NeedsOnnxError:
         return None
     if wire.has_zipmap:
@@ -224,38 +262,69 @@ def _read_wire(path: str) -> _Graph | None:
         class_labels=wire.class_labels,
         zipmap_removed=False,
         inputs=[info(v) for v in wire.inputs],
+        imputed_inputs=wire.imputed_inputs(),
         outputs=[info(v) for v in wire.outputs],
         feature_names=_parse_feature_names(wire.metadata.get(FEATURE_NAMES_KEY)),
-        source=path,
+        source=path if data is None else data,
     )
 
 
-def _read_onnx(path: str) -> _Graph:
+def _read_onnx(path: str, data: bytes | None) -> _Graph:
     """The model read with the onnx package, its ZipMap cut out."""
     import onnx  # about 0.1 s of import: only for models that need it
 
     try:
-        proto = onnx.load(path, load_external_data=False)
+        proto = onnx.load_from_string(data) if data is not None else onnx.load(path, load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, OSError, ...
         msg = f"cannot load ONNX model {path}: {' '.join(str(exc).split())}; check that it is a complete .onnx file"
         raise ModelError(msg) from exc
     class_labels = _class_labels(proto)
     zipmap_removed = _remove_zipmap(proto)
+    source: str | bytes = path if data is None else data
     return _Graph(
         opsets={(o.domain or "ai.onnx"): o.version for o in proto.opset_import},
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         class_labels=class_labels,
         zipmap_removed=zipmap_removed,
         inputs=[_tensor_info(v) for v in _graph_inputs(proto)],
+        imputed_inputs=_imputed_inputs(proto),
         outputs=[_tensor_info(v) for v in proto.graph.output],
         feature_names=_feature_names(proto),
-        source=proto.SerializeToString() if zipmap_removed else path,
+        source=proto.SerializeToString() if zipmap_removed else source,
     )
 
 
 def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     initializers = {i.name for i in proto.graph.initializer}
     return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def _imputed_inputs(proto: onnx.ModelProto) -> frozenset[str]:
+    """Graph inputs whose values flow into an ``Imputer`` that replaces NaN, through any nodes (Concat, Cast...)."""
+    from onnx import helper
+
+    graph_inputs = {i.name for i in _graph_inputs(proto)}
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    found: set[str] = set()
+    for node in proto.graph.node:
+        if node.op_type != "Imputer":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        replaced = attrs.get("replaced_value_float", 0.0)  # the ONNX default: then NaN is not what it replaces
+        if not (isinstance(replaced, float) and math.isnan(replaced)):
+            continue
+        seen: set[str] = set()
+        stack = list(node.input)
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in graph_inputs:
+                found.add(name)
+            elif name in producers:
+                stack.extend(producers[name].input)
+    return frozenset(found)
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:

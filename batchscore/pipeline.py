@@ -1,10 +1,12 @@
-"""reader -> features -> model -> writer, overlapped, with bounded memory.
+"""The driver: check everything, plan the tasks, hand them to an engine, record the parts, commit.
 
-Three threads: one reads Parquet batches (pyarrow releases the GIL while it
-decodes), the caller's thread assembles features and runs the model
-(onnxruntime releases the GIL), and one writes parts. On the GPU a fourth
-assembles the next batch while the model runs. Bounded queues connect them, so
-a slow stage makes the others wait instead of piling batches up.
+Everything that can fail before the first row is scored is done here first
+(:func:`prepare`: inputs and their footers, model and pin, device, column
+mapping, filter, partitions), then the output folder is locked and resume
+decided. The work in between is a list of tasks (:mod:`batchscore.tasks`), run
+by an engine (:mod:`batchscore.engines`: the threaded pipeline in this process,
+worker processes, or Ray actors), each writing its staged part. Only the
+driver records finished parts and commits.
 """
 
 from __future__ import annotations
@@ -12,48 +14,36 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
-import pyarrow as pa
 
 from batchscore import _interrupt, manifest, storage
-from batchscore._threads import Prefetch, Sink
 from batchscore._version import __version__
-from batchscore.errors import BatchScoreError, JobSpecError, ModelError, SchemaMismatchError
+from batchscore.engines import engine_for
+from batchscore.errors import BatchScoreError, JobSpecError, ModelError, OutputError, SchemaMismatchError
 from batchscore.mapping import FeaturePlan, plan_features
 from batchscore.model import Model
 from batchscore.quality import NO_SIDECARS, RunQuality
-from batchscore.reader import InputFile, iter_batches, resolve_inputs, scan
-from batchscore.report import Progress, ProgressCallback, RunReport, peak_rss_mb, write_report
+from batchscore.reader import InputFile, find_inputs, scan
+from batchscore.report import Progress, ProgressCallback, RunReport, check_report_path, peak_rss_mb, write_report
 from batchscore.rowfilter import RowFilter
-from batchscore.scorer import Assembled, BatchScorer
 from batchscore.spec import JobSpec
-from batchscore.summary import SUMMARY
+from batchscore.summary import SUMMARY, Summary, merge_all
 from batchscore.summary import find as summary_file
-from batchscore.writer import OutputDir, dictionary_columns, lock_owner
+from batchscore.tasks import Task, TaskResult, Work, plan_tasks
+from batchscore.writer import OutputDir, lock_owner
 
 if TYPE_CHECKING:
     from batchscore.delta import DeltaOutput
 
 log = logging.getLogger("batchscore")
-
-QUEUE_DEPTH = 1
-WRITE_QUEUE_BYTES = 32 << 20
-"""How much scored output may wait for the writer. At the end of each part (and of each row group of
-about 1M rows) the writer compresses everything pending, then syncs: a burst of 50-150 ms on 2 cores.
-With one batch of room the scoring thread stopped at its next batch, and the reader one batch later,
-leaving a core idle; scored batches are small (about 1.5 MB per 65,536 rows for an id and a
-classifier's outputs), so up to 16 of them, within this many bytes, may wait instead."""
-ASSEMBLE_IN_THREAD = frozenset({"CUDAExecutionProvider"})
-"""Providers whose runs leave the CPU free, so the next batch is assembled in a thread of its own while
-the model runs. On the CPU, onnxruntime's threads already use every core: measured on 2 cores, the
-extra thread cost 7% on a linear model and 40 MB of peak memory, so assembly stays inline there."""
 
 
 @dataclass
@@ -65,6 +55,13 @@ class Prepared:
     model: Model
     plan: FeaturePlan
     row_filter: RowFilter | None = None
+
+    @property
+    def provider(self) -> str:
+        """Where the model runs: the driver's session, or, on Ray, the device the actors are given."""
+        if self.spec.engine == "ray":  # the driver (maybe a head node without GPU) only checked on the CPU
+            return "CUDAExecutionProvider" if self.spec.device == "cuda" else "CPUExecutionProvider"
+        return str(self.model.provider)
 
     def settings(self) -> dict[str, Any]:
         """What shapes the output's data and layout; a resumed run must agree on all of it."""
@@ -97,10 +94,15 @@ class Prepared:
 
 def prepare(spec: JobSpec) -> Prepared:
     """Everything that can fail before the first row: inputs, model, pin, device, mapping, filter, partitions."""
-    paths = resolve_inputs(spec.inputs)
-    _check_out_apart(spec.out, paths)
-    files = scan(paths)
-    model = Model(spec.model, device=spec.device, threads=spec.threads)
+    options = spec.storage_options
+    found = find_inputs(spec.inputs, options=options)
+    _check_out_apart(spec.out, [f.name for f in found], options)
+    files = scan(found, options=options)
+    if spec.report:
+        check_report_path(spec.report)
+    # Ray actors load the model on their own nodes: the driver only needs it for the checks.
+    device = "cpu" if spec.engine == "ray" else spec.device
+    model = Model(spec.model, device=device, threads=spec.threads, storage_options=options)
     if spec.model_sha256 is not None and model.sha256 != spec.model_sha256.lower():
         msg = (
             f"model {spec.model} has sha256 {model.sha256}, but the job pins {spec.model_sha256.lower()}; "
@@ -112,7 +114,7 @@ def prepare(spec: JobSpec) -> Prepared:
     row_filter = RowFilter(spec.filter) if spec.filter else None
     if row_filter is not None:
         for file in files:
-            row_filter.check(file.columns, source=file.path)
+            row_filter.check(file.full_schema, source=file.path)
     if spec.partition_by:
         columns = list(plan.keep) + [o.name for o in plan.outputs]
         unknown = [c for c in spec.partition_by if c not in columns]
@@ -122,6 +124,7 @@ def prepare(spec: JobSpec) -> Prepared:
                 f"{', '.join(columns)}; partition by kept columns (and keep at least one other column)"
             )
             raise JobSpecError(msg)
+    ready = Prepared(spec=spec, files=files, model=model, plan=plan, row_filter=row_filter)
     log.info(
         "%d file(s), %d rows; model %s (%s, %d features) on %s",
         len(files),
@@ -129,9 +132,9 @@ def prepare(spec: JobSpec) -> Prepared:
         os.path.basename(spec.model),
         model.kind,
         len(plan.features),
-        model.provider,
+        ready.provider,
     )
-    return Prepared(spec=spec, files=files, model=model, plan=plan, row_filter=row_filter)
+    return ready
 
 
 def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None:
@@ -146,18 +149,19 @@ def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None
         inferred[0].name,
         ", ".join(now),
     )
+    options = spec.storage_options
     earlier = [spec.out]
     if spec.history:
         base, pattern = storage.split_glob(spec.history)
-        if pattern is not None and storage.resolve(base).is_dir():
+        if pattern is not None and storage.resolve(base, options).is_dir():
             found = {
                 f.location.parent.uri
-                for f in storage.resolve(base).glob(f"{pattern}/{manifest.MANIFEST}", skip_hidden=False)
+                for f in storage.resolve(base, options).glob(f"{pattern}/{manifest.MANIFEST}", skip_hidden=False)
             }
-            earlier += sorted(found - {storage.resolve(spec.out).uri}, reverse=True)
+            earlier += sorted(found - {storage.resolve(spec.out, options).uri}, reverse=True)
     for folder in earlier:
         try:
-            before = manifest.read(storage.resolve(folder))
+            before = manifest.read(storage.resolve(folder, options))
         except BatchScoreError:
             continue
         if before is None or before.get("model_sha256") != model.sha256 or not before.get("features"):
@@ -172,13 +176,14 @@ def _check_feature_order(spec: JobSpec, model: Model, plan: FeaturePlan) -> None
         return  # the most recent earlier output agrees
 
 
-def _check_out_apart(out: str, inputs: list[str]) -> None:
+def _check_out_apart(out: str, inputs: list[str], options: Mapping[str, Any]) -> None:
     """``--out`` must not be an input, nor a folder above one: a commit there could replace the inputs."""
-    where = storage.resolve(out)
+    where = storage.resolve(out, options)
     for path in inputs:
-        if storage.resolve(path).is_within(where):
+        given = storage.resolve(path, options)
+        if given.is_within(where):
             msg = (
-                f"--out {out} is {'the input' if storage.resolve(path) == where else 'a folder holding the input'} "
+                f"--out {out} is {'the input' if given == where else 'a folder holding the input'} "
                 f"{path}; scores must go to a folder apart from the inputs: choose another --out"
             )
             raise JobSpecError(msg)
@@ -195,13 +200,14 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         output=spec.out,
         model=spec.model,
         model_sha256=model.sha256,
-        provider=model.provider,
+        provider=ready.provider,
         onnxruntime_version=ort.__version__,
         batchscore_version=__version__,
         features=list(plan.features),
         keep=list(plan.keep),
         files=[{"path": f.path, "rows": f.num_rows} for f in files],
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        engine=spec.engine,
     )
     metadata = {
         "run_id": run_id,
@@ -209,7 +215,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
         "model": spec.model,
         "model_sha256": model.sha256,
         "onnxruntime_version": ort.__version__,
-        "provider": model.provider,
+        "provider": ready.provider,
         "features": list(plan.features),
         "batchscore_version": __version__,
     }
@@ -234,7 +240,7 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
                 if isinstance(out, OutputDir):  # a Delta table keeps no parts from before: its commit is one
                     report.parts = [out.root.child(f).uri for i in sorted(out.parts) for f in out.parts[i]["files"]]
             else:
-                _stream(ready, todo, out, report, progress, quality)
+                _score(ready, plan_tasks(files, todo), out, report, progress, quality)
                 _interrupt.check()  # the last moment to stop with nothing committed
                 entries = [out.parts[i] for i in sorted(out.parts)]
                 lineage = {
@@ -264,7 +270,10 @@ def run(spec: JobSpec, *, progress: ProgressCallback | None = None) -> RunReport
     report.rows_per_s = round(report.rows_written / report.seconds, 1) if report.seconds else 0.0
     report.peak_rss_mb = round(peak_rss_mb(), 1)
     if spec.report:
-        write_report(report, spec.report)
+        try:
+            write_report(report, spec.report, options=spec.storage_options)
+        except OutputError as exc:  # the output is committed: a lost report must not fail the run, nor its retries
+            log.error("the output is committed, but the report is not: %s", exc)
     if quality is not None:
         quality.enforce()  # issue 11: on_drift="fail" raises DriftError (exit 6) here, after the commit
     return report
@@ -282,7 +291,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         header=_header(ready, run_id="", started_at=""),
     )
     todo = out.check(files)
-    owner = lock_owner(spec.out)
+    owner = lock_owner(out.root) if isinstance(out, OutputDir) else {}
     if not isinstance(out, OutputDir):
         action = out.plan(files)
     elif out.pending_commit() is not None:
@@ -293,11 +302,16 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         action = f"resume: keep {len(files) - len(todo)} committed part(s), score {len(todo)}"
     else:
         action = f"score {len(todo)} file(s) into {len(todo)} part(s)"
+    tasks = plan_tasks(files, todo) if not out.complete else []
+    pieces = len(tasks) - len({t.index for t in tasks})
+    engine = spec.engine + (f", {spec.workers} worker(s)" if spec.workers else "")
+    engine += f", {spec.ray_address}" if spec.ray_address else ""
+    engine += f": {len(tasks)} task(s)" + (f" ({pieces} more for large files cut into pieces)" if pieces else "")
     return {
         "job": spec.job,
         "model": spec.model,
         "model_sha256": model.sha256 + (" (matches the pin)" if spec.model_sha256 else " (not pinned)"),
-        "provider": model.provider,
+        "provider": ready.provider,
         "inputs": [f"{f.path} ({f.num_rows:,} rows)" for f in files],
         "rows": sum(f.num_rows for f in files),
         "features": list(plan.features),
@@ -307,6 +321,7 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
         "output": f"{spec.out} ({'Delta table, ' * (spec.format == 'delta')}mode {spec.mode}, {spec.compression}"
         + (f", partitioned by {', '.join(spec.partition_by)})" if spec.partition_by else ")"),
         "action": action,
+        "engine": engine,
         "lock": f"held by pid {owner.get('pid')} on {owner.get('host')} (or left by a dead run)" if owner else "free",
         "drift": _drift_plan(spec),  # issue 11
     }
@@ -328,7 +343,7 @@ def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
         options.setdefault("partition_by", spec.partition_by)
         schema = ready.plan.output_schema(ready.files[0])
         return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
-    return OutputDir(spec.out, **options)
+    return OutputDir(storage.resolve(spec.out, spec.storage_options), **options)
 
 
 def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
@@ -337,12 +352,12 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "job_file": spec.job,
-        "spec": dataclasses.asdict(spec),
+        "spec": {**dataclasses.asdict(spec), "storage_options": _redacted(spec)},
         "spec_hash": manifest.spec_hash(ready.settings()),
         "model": spec.model,
         "model_sha256": model.sha256,
         "onnxruntime_version": ort.__version__,
-        "provider": model.provider,
+        "provider": ready.provider,
         "batchscore_version": __version__,
         "features": list(plan.features),
         "keep": list(plan.keep),
@@ -351,161 +366,103 @@ def _header(ready: Prepared, *, run_id: str, started_at: str) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class _PartEnd:
-    """Sent to the writer after a part's last batch."""
+def _redacted(spec: JobSpec) -> dict[str, object]:
+    """The storage options without their secrets (keys, tokens), as the manifest may show them."""
+    if not spec.storage_options:
+        return {}
+    from batchscore._objectstore import redact
 
-    null_counts: dict[str, int]
-
-
-class _PartBatches:
-    """The batches of one part as they come through the writer's queue, up to its end marker."""
-
-    def __init__(self, first: pa.RecordBatch | _PartEnd, items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]):
-        self._first = first
-        self._items = items
-        self.rows = 0
-        self.end: _PartEnd | None = None
-        """Set once the end marker arrived; None if the queue was abandoned mid-part."""
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        item = self._first
-        while not isinstance(item, _PartEnd):
-            self.rows += item.num_rows
-            yield item
-            following = next(self._items, None)
-            if following is None:
-                return
-            item = following[1]
-        self.end = item
+    return redact(spec.storage_options)
 
 
-_Assembled = tuple[int, pa.RecordBatch | None, "Assembled | dict[str, int]"]
-"""What the assembly stage hands on: a batch and its model inputs, or a file's end and its null counts."""
-
-
-def _stream(
+def _score(
     ready: Prepared,
-    todo: list[int],
+    tasks: Sequence[Task],
     out: OutputDir | DeltaOutput,
     report: RunReport,
     progress: ProgressCallback | None,
     quality: RunQuality | None = None,
 ) -> None:
-    spec, files, model, plan, row_filter = ready.spec, ready.files, ready.model, ready.plan, ready.row_filter
-    schema = plan.output_schema(files[0])
-    overlap = model.provider in ASSEMBLE_IN_THREAD
-    # Assembled in a thread of its own, up to QUEUE_DEPTH + 2 batches live at once: one being assembled,
-    # the queued ones, one being scored. Assembled inline, one.
-    scorer = BatchScorer(
-        model,
-        plan,
-        batch_size=spec.batch_size,
-        on_null=spec.on_null,
-        fill_value=spec.fill_value,
-        buffers=QUEUE_DEPTH + 2 if overlap else 1,
+    """Hand the tasks to the engine; record each input's part (and its summary) as its last task ends."""
+    spec = ready.spec
+    work = Work(
+        spec=spec,
+        files=ready.files,
+        plan=ready.plan,
+        # workers write into the run's staging area; a Delta table takes every part through its one writer (local)
+        staging=out.staging if isinstance(out, OutputDir) else out,
+        model_sha256=ready.model.sha256,
+        provider=ready.provider,
+        summary=None if quality is None else quality.template.to_bytes(),
     )
-    keep_count = len(plan.keep)
-    total_rows = sum(files[i].num_rows for i in todo)
-    columns = plan.read_columns
-    filter_only = [c for c in row_filter.columns if c not in columns] if row_filter else []
-    filtered_out = [0]
-
-    def read() -> Iterator[tuple[int, pa.RecordBatch | None]]:
-        for index in todo:
-            file = files[index]
-            for batch in iter_batches(file, columns + filter_only, batch_size=spec.batch_size):
-                if row_filter is None:
-                    yield index, batch
-                    continue
-                kept = row_filter.apply(batch, source=file.path)
-                filtered_out[0] += batch.num_rows - kept.num_rows
-                if kept.num_rows:
-                    yield index, kept.select(columns) if filter_only else kept
-            yield index, None
-
-    dictionary = dictionary_columns(schema, also=[o.name for o in plan.outputs if o.role in ("label", "threshold")])
-
-    def write(items: Iterator[tuple[int, pa.RecordBatch | _PartEnd]]) -> None:
-        for index, first in items:
-            batches = _PartBatches(first, items)
-            names = out.write_part(index, schema, batches, dictionary=dictionary)
-            if batches.end is None:
-                return  # abandoned: the run failed
-            entry = manifest.part_entry(
-                index,
-                files[index],
-                files=names,
-                rows=batches.rows,
-                run_id=report.run_id,
-                null_counts=batches.end.null_counts,
-                committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            )
-            out.finish_part(index, entry)
-
-    def assemble(items: Iterable[tuple[int, pa.RecordBatch | None]]) -> Iterator[_Assembled]:
-        for index, batch in items:
-            if batch is None:  # the file is done: its null counts are complete here, not yet in the scoring thread
-                yield index, None, dict(scorer.null_counts)
-            else:
-                yield index, batch, scorer.assemble(batch, source=files[index].path)
-
-    reader = Prefetch(read(), depth=QUEUE_DEPTH, name="batchscore-read")
-    stage = assemble(reader)
-    assembled = Prefetch(stage, depth=QUEUE_DEPTH, name="batchscore-assemble") if overlap else None
-    depth = _write_queue_depth(schema, spec.batch_size)
-    sink: Sink[tuple[int, pa.RecordBatch | _PartEnd]] = Sink(write, depth=depth, name="batchscore-write")
-    files_done = 0
-    nulls_before: dict[str, int] = {}
-    try:
-        for index, batch, ready_batch in assembled or stage:
-            _interrupt.check()
-            if batch is None:
-                assert isinstance(ready_batch, dict)
-                files_done += 1
-                nulls = {k: v - nulls_before.get(k, 0) for k, v in ready_batch.items()}
-                nulls_before = ready_batch
-                sink.put((index, _PartEnd({k: v for k, v in nulls.items() if v})))
-                if quality is not None:
-                    quality.finish(index)  # issue 11
-                log.debug("scored %s (%d/%d)", files[index].path, files_done, len(todo))
-                continue
-            assert isinstance(ready_batch, Assembled)
-            predicted = scorer.infer(ready_batch)
-            if quality is not None:
-                quality.update(index, batch, predicted)  # issue 11: features as read, outputs as scored
-            columns_out = batch.columns[:keep_count] + predicted
-            sink.put((index, pa.RecordBatch.from_arrays(columns_out, schema=schema)))
-            report.rows_read += ready_batch.rows
-            report.rows_written += ready_batch.rows
-            if ready_batch.invalid is not None:
-                report.rows_null_output += int(ready_batch.invalid.sum())
-            if progress is not None:
-                progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
-        sink.close()
-    except BaseException:
-        sink.abandon()
-        raise
-    finally:
-        if assembled is not None:
-            assembled.close()
-        reader.close()
-    report.rows_filtered = filtered_out[0]
-    report.rows_read += report.rows_filtered
-    report.null_counts = {k: v for k, v in scorer.null_counts.items() if v}
-    if progress is not None:
-        progress(Progress(report.rows_written, total_rows, files_done, len(todo)))
+    parts = _Parts(ready.files, tasks, out, report, progress, quality)
+    report.workers = engine_for(spec, ready.model).run(work, tasks, done=parts.done, scored=parts.scored)
+    parts.scored(0)
 
 
-def _write_queue_depth(schema: pa.Schema, batch_size: int) -> int:
-    """Scored batches that fit in WRITE_QUEUE_BYTES (1 to 16), from the output's row width."""
-    width = 0.0
-    for f in schema:
-        try:
-            width += f.type.bit_width / 8
-        except ValueError:  # strings, lists: counted as 64 bytes a row
-            width += 64
-    return max(QUEUE_DEPTH, min(16, int(WRITE_QUEUE_BYTES // max(width * batch_size, 1))))
+class _Parts:
+    """The driver's side of the tasks: counts rows for progress, and records a part once all its tasks are done."""
+
+    def __init__(
+        self,
+        files: list[InputFile],
+        tasks: Sequence[Task],
+        out: OutputDir | DeltaOutput,
+        report: RunReport,
+        progress: ProgressCallback | None,
+        quality: RunQuality | None,
+    ) -> None:
+        self.files = files
+        self.out = out
+        self.quality = quality
+        self.report = report
+        self.progress = progress
+        self.pieces = {t.index: t.pieces for t in tasks}
+        self.total_rows = sum(t.rows for t in tasks)
+        self.rows = 0
+        self.files_done = 0
+        self.finished: dict[int, list[TaskResult]] = {}
+        self._lock = threading.Lock()  # the local engine reports rows from its scoring thread, parts from its writer
+
+    def scored(self, rows: int) -> None:
+        """``rows`` more rows scored, in any worker."""
+        with self._lock:
+            self.rows += rows
+            now = Progress(self.rows, self.total_rows, self.files_done, len(self.pieces))
+        if self.progress is not None:
+            self.progress(now)
+
+    def done(self, result: TaskResult) -> None:
+        """A task's part is staged; when it is its input's last, the input's part is recorded (in resume: committed)."""
+        report, index = self.report, result.task.index
+        with self._lock:
+            report.rows_written += result.rows
+            report.rows_filtered += result.rows_filtered
+            report.rows_read += result.rows + result.rows_filtered
+            report.rows_null_output += result.rows_null_output
+            report.null_counts = _sum_counts([report.null_counts, result.null_counts])
+            results = self.finished.setdefault(index, [])
+            results.append(result)
+            if len(results) < self.pieces[index]:
+                return
+            del self.finished[index]
+        results.sort(key=lambda r: r.task.piece or 0)
+        entry = manifest.part_entry(
+            index,
+            self.files[index],
+            files=[name for r in results for name in r.files],
+            rows=sum(r.rows for r in results),
+            run_id=report.run_id,
+            null_counts=_sum_counts(r.null_counts for r in results),
+            committed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        if self.quality is not None:  # issue 11: the part's summary, its pieces merged
+            pieces = [Summary.from_bytes(r.summary) for r in results if r.summary is not None]
+            self.quality.parts[index] = merge_all(pieces) or self.quality.template.empty()
+        self.out.finish_part(index, entry)
+        with self._lock:
+            self.files_done += 1
+        log.debug("scored %s (%d/%d)", self.files[index].path, self.files_done, len(self.pieces))
 
 
 def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -6,10 +6,11 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from batchscore import storage
 from batchscore.errors import OutputError
 
 
@@ -51,11 +52,15 @@ class RunReport:
     seconds: float = 0.0
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
+    """This process's peak memory; workers of the processes and ray engines have their own."""
     started_at: str = ""
     summary: dict[str, Any] | None = None
     """Per-feature and per-output statistics of the output (``DIR/_batchscore_summary.json``, readable part)."""
     drift: dict[str, Any] | None = None
     """The comparison with ``--reference``, worst columns first; None without a reference."""
+    engine: str = "local"
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    """What each worker did: ``worker``, ``host``, ``pid``, ``tasks``, ``rows`` (and ``model_loads``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -72,17 +77,30 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def write_report(report: RunReport, path: str) -> None:
-    """Write the report as JSON, atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+def check_report_path(path: str) -> None:
+    """Raise before the first row if the report could not be written: a folder on its path is a file,
+    the path is a folder, or the nearest existing folder is not writable (read-only mount, permissions)."""
+    if storage.is_uri(path) and not path.startswith("file://"):
+        return  # an object store: its errors come with the write, after the commit, as one line
+    if os.path.isdir(path):
+        msg = f"cannot write report {path}: it is a folder; pass --report with a file name, e.g. {path}/report.json"
+        raise OutputError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        msg = f"cannot write report {path}: {folder} is a file, not a folder; pass --report with another path"
+        raise OutputError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"cannot write report {path}: folder {folder} is not writable; pass --report with a writable path"
+        raise OutputError(msg)
+
+
+def write_report(report: RunReport, path: str, *, options: Mapping[str, Any] | None = None) -> None:
+    """Write the report as JSON, atomically: to a local path or an object store URI."""
+    data = json.dumps({**report.to_dict(), "host": platform.node()}, indent=2) + "\n"
     try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({**report.to_dict(), "host": platform.node()}, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
+        storage.resolve(path, options).write_bytes(data.encode())
     except OSError as exc:
-        msg = f"cannot write report {path}: {exc}; check the path and permissions"
+        msg = f"cannot write report {path}: {storage.describe_os_error(exc)}; check the path and permissions"
         raise OutputError(msg) from exc

@@ -10,6 +10,7 @@ and the outputs are decoded into Arrow columns (:func:`batchscore.outputs.decode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,16 +48,13 @@ class BatchScorer:
     """
 
     def __init__(
-        self, model: Model, plan: FeaturePlan, *, batch_size: int, on_null: OnNull, fill_value: float, buffers: int = 1
+        self, model: Model, plan: FeaturePlan, *, on_null: OnNull, fill_value: float | None, buffers: int = 1
     ) -> None:
         self.model = model
         self.plan = plan
         self.call_rows = CPU_CALL_ROWS if model.provider == "CPUExecutionProvider" else None
         self._decoded = sorted({o.source for o in plan.outputs})
-        self.assemblers = [
-            _assembler(b, batch_size=batch_size, on_null=on_null, fill_value=fill_value, buffers=buffers)
-            for b in plan.inputs
-        ]
+        self.assemblers = [_assembler(b, on_null=on_null, fill_value=fill_value, buffers=buffers) for b in plan.inputs]
 
     @property
     def null_counts(self) -> dict[str, int]:
@@ -132,23 +130,16 @@ def _pad(tensor: np.ndarray, size: int) -> np.ndarray:
 
 
 def _assembler(
-    binding: InputBinding, *, batch_size: int, on_null: OnNull, fill_value: float, buffers: int
+    binding: InputBinding, *, on_null: OnNull, fill_value: float | None, buffers: int
 ) -> FeatureAssembler | VectorAssembler:
+    common: dict[str, Any] = {
+        "dtype": binding.dtype,
+        "on_null": on_null,
+        "fill_value": binding.fill(fill_value),
+        "input_name": binding.name,
+        "input_desc": binding.info.describe(),
+        "imputes": binding.imputes,
+    }
     if binding.vector:
-        return VectorAssembler(
-            binding.columns[0],
-            width=binding.width,
-            dtype=binding.dtype,
-            on_null=on_null,
-            fill_value=fill_value,
-            input_name=binding.name,
-        )
-    return FeatureAssembler(
-        binding.columns,
-        dtype=binding.dtype,
-        batch_size=batch_size,
-        on_null=on_null,
-        fill_value=fill_value,
-        input_name=binding.name,
-        buffers=buffers,
-    )
+        return VectorAssembler(binding.columns[0], width=binding.width, **common)
+    return FeatureAssembler(binding.columns, buffers=buffers, **common)

@@ -7,10 +7,11 @@ configures a run, so the two cannot drift.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal, NoReturn, get_args
 
 from batchscore.errors import JobSpecError
 
@@ -22,8 +23,11 @@ Compression = Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"]
 OnDrift = Literal["warn", "fail"]
 Format = Literal["parquet", "delta"]
 SchemaMode = Literal["strict", "merge"]
+EngineName = Literal["local", "processes", "ray"]
 
 DEFAULT_BATCH_SIZE = 65536
+MAX_BATCH_SIZE = 1 << 24
+"""16,777,216 rows: far above what any stage gains from, and a bound that turns a typo into a usage error."""
 DEFAULT_MAX_PSI = 0.25
 """PSI above this is a major shift in the usual reading (< 0.1 stable, 0.1-0.25 moderate)."""
 DEFAULT_MAX_NULL_RATE_CHANGE = 0.1
@@ -49,7 +53,9 @@ class JobSpec:
     threads: int | None = None
     """onnxruntime intra-op threads; None: one per available core."""
     on_null: OnNull = "error"
-    fill_value: float = 0.0
+    fill_value: float | None = None
+    """Value for nulls with ``on_null="fill"``. None: NaN for float inputs the model imputes itself (an ONNX
+    ``Imputer`` reads them, as skl2onnx writes a SimpleImputer), 0 for other numeric inputs; strings get ``""``."""
     prob_format: ProbFormat = "columns"
     prediction_col: str = "prediction"
     input_columns: Mapping[str, str | Sequence[str]] = field(default_factory=dict, hash=False)
@@ -75,6 +81,13 @@ class JobSpec:
     """The approved model's sha256: any other model file is refused before a row is read."""
     report: str | None = None
     """Path of a JSON run report to write, if any."""
+    engine: EngineName = "local"
+    """Who runs the tasks: this process's threads, worker processes on this machine, or Ray actors."""
+    workers: int | None = None
+    """Worker processes or Ray actors; None: one per core (processes), per CPU or GPU of the cluster (ray)."""
+    ray_address: str | None = None
+    """The Ray cluster to connect to (``auto``, ``host:port``, ``ray://host:10001``); None: ``RAY_ADDRESS``, or a
+    local cluster started for the run."""
     job: str | None = None
     """The job file this spec came from (lineage only)."""
     history: str | None = None
@@ -90,9 +103,11 @@ class JobSpec:
     """A column whose null rate moves by more than this (a share, 0.1 = 10 points) has drifted."""
     on_drift: OnDrift = "warn"
     """Drift over the limits: log a warning, or fail (exit 6) after committing the output."""
+    storage_options: Mapping[str, str | int | float | bool] = field(default_factory=dict, hash=False, repr=False)
+    """Object-store settings for every path of the run (pyarrow's names: endpoint_override, region, ...)."""
 
     def __post_init__(self) -> None:
-        _check_choice("device", self.device, Device)
+        self._check_types()
         _check_choice("on_null", self.on_null, OnNull)
         _check_choice("prob_format", self.prob_format, ProbFormat)
         _check_choice("mode", self.mode, Mode)
@@ -103,6 +118,25 @@ class JobSpec:
         if self.schema_mode != "strict" and self.format != "delta":
             msg = f"schema_mode {self.schema_mode!r} applies to Delta tables only; pass --format delta or drop it"
             raise JobSpecError(msg)
+        _check_choice("engine", self.engine, EngineName)
+        if self.workers is not None and self.workers < 1:
+            msg = f"workers must be at least 1, got {self.workers}; omit it for one per core"
+            raise JobSpecError(msg)
+        if self.workers is not None and self.engine == "local":
+            msg = (
+                f"workers = {self.workers} needs engine processes or ray (the local engine is one process); "
+                "pass --engine processes, or leave --workers out"
+            )
+            raise JobSpecError(msg)
+        if self.ray_address is not None and self.engine != "ray":
+            msg = f"ray_address {self.ray_address!r} needs engine ray; pass --engine ray, or leave --ray-address out"
+            raise JobSpecError(msg)
+        if self.format == "delta" and self.engine != "local":
+            msg = (
+                f"format delta needs engine local: a Delta table's one commit streams every part through one "
+                f"writer in this process; use --format parquet with --engine {self.engine}"
+            )
+            raise JobSpecError(msg)
         if not self.inputs:
             msg = "no input given: name at least one Parquet file, directory or glob"
             raise JobSpecError(msg)
@@ -110,12 +144,13 @@ class JobSpec:
             raise JobSpecError("no model given: pass --model PATH to an .onnx file")
         if not self.out:
             raise JobSpecError("no output directory given: pass --out DIR")
-        if self.batch_size < 1:
-            msg = f"batch_size must be a positive number of rows, got {self.batch_size}"
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            msg = (
+                f"batch_size must be a positive number of rows up to {MAX_BATCH_SIZE:,}, got {self.batch_size:,}; "
+                f"the default {DEFAULT_BATCH_SIZE:,} suits most models"
+            )
             raise JobSpecError(msg)
-        if self.threads is not None and self.threads < 1:
-            msg = f"threads must be at least 1, got {self.threads}; omit it to use every core"
-            raise JobSpecError(msg)
+        check_model_options(device=self.device, threads=self.threads)
         if not self.prediction_col:
             raise JobSpecError("prediction_col must not be empty")
         if self.model_sha256 is not None and not _SHA256.fullmatch(self.model_sha256):
@@ -159,6 +194,10 @@ class JobSpec:
             if dupes:
                 msg = f"{name} names {', '.join(map(repr, dupes))} more than once; list each column once"
                 raise JobSpecError(msg)
+        if self.storage_options:
+            from batchscore._objectstore import check_options
+
+            object.__setattr__(self, "storage_options", check_options(self.storage_options))
         object.__setattr__(self, "input_columns", _column_map(self.input_columns))
         object.__setattr__(self, "output_columns", _output_map(self.output_columns))
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -176,6 +215,41 @@ class JobSpec:
                 )
                 raise JobSpecError(msg)
 
+    def _check_types(self) -> None:
+        """Each field of the type it declares (paths may be ``os.PathLike``), or a JobSpecError naming it."""
+        for name in ("inputs", "features", "keep", "partition_by"):
+            value = getattr(self, name)
+            if value is None and name != "inputs":
+                continue
+            if isinstance(value, str | os.PathLike):
+                value = (value,)  # one path or column, as score() takes it
+            if not isinstance(value, Sequence) or not all(isinstance(v, str | os.PathLike) for v in value):
+                _wrong_type(name, value, "a list of strings")
+            object.__setattr__(self, name, tuple(os.fspath(v) for v in value))
+        for name in ("model", "out", "report", "job", "prediction_col", "filter", "model_sha256", "reference"):
+            value = getattr(self, name)
+            optional = name not in ("model", "out", "prediction_col")
+            if value is None and optional:
+                continue
+            if not isinstance(value, str | os.PathLike) or (name not in _PATHS and not isinstance(value, str)):
+                _wrong_type(name, value, "a string")
+            object.__setattr__(self, name, os.fspath(value))
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool):
+            _wrong_type("batch_size", self.batch_size, "an integer")
+        for name in ("fill_value", "threshold", "max_psi", "max_null_rate_change"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                _wrong_type(name, value, "a number")
+            object.__setattr__(self, name, float(value))
+        for name in ("with_score", "summary"):
+            if not isinstance(getattr(self, name), bool):
+                _wrong_type(name, getattr(self, name), "true or false")
+        for name in ("input_columns", "output_columns"):
+            if not isinstance(getattr(self, name), Mapping):
+                _wrong_type(name, getattr(self, name), "a mapping of names")
+
     @property
     def input_map(self) -> dict[str, tuple[str, ...]]:
         """``input_columns`` with every value a tuple of column names."""
@@ -187,6 +261,23 @@ class JobSpec:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.IGNORECASE)
+_PATHS = frozenset({"model", "out", "report", "job", "reference"})
+
+
+def _wrong_type(field: str, value: object, expected: str) -> NoReturn:
+    hint = "; write it without quotes" if isinstance(value, str) and expected in ("an integer", "a number") else ""
+    msg = f"{field} must be {expected}, got {type(value).__name__} {value!r}{hint}"
+    raise JobSpecError(msg)
+
+
+def check_model_options(*, device: object, threads: object) -> None:
+    """What a :class:`~batchscore.model.Model` is loaded with: a known device, a positive thread count or None."""
+    _check_choice("device", device, Device)
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)):
+        _wrong_type("threads", threads, "an integer")
+    if threads is not None and threads < 1:
+        msg = f"threads must be at least 1, got {threads}; omit it to use every core"
+        raise JobSpecError(msg)
 
 
 def _check_choice(field: str, value: object, choices: object) -> None:

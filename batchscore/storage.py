@@ -282,7 +282,15 @@ class Location:
     # -- local locks --------------------------------------------------------------------------
 
     def open_locked(self) -> LocalLockFile | None:
-        """Open (creating) the file and take an exclusive, non-blocking OS lock on it; None if another has it."""
+        """Open (creating) the file and take an exclusive, non-blocking OS lock on it; None if another has it.
+
+        On an object store the lock is an object created by a conditional write and kept by a heartbeat
+        (:class:`batchscore._objectlock.ObjectStoreLock`), with the same interface.
+        """
+        if not self.local:
+            from batchscore import _objectlock
+
+            return _objectlock.open_locked(self)
         return LocalLockFile.try_open(self.path)
 
 
@@ -322,6 +330,9 @@ class LocalLockFile:
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         _write_all(self._fd, data)
+
+    def check(self) -> None:
+        """Nothing to check: the kernel holds an OS lock for as long as this process lives."""
 
     def release(self, *, unlink: bool = True) -> None:
         """Remove the file (while still holding it), then let go of the lock."""
@@ -435,6 +446,14 @@ def iter_parquet(folder: Location) -> Iterator[FileInfo]:
 
 def describe_os_error(exc: BaseException) -> str:
     """One line for an OSError or Arrow error, without the library's traceback."""
+    remote = sys.modules.get("batchscore._objectstore")  # loaded once a run touched an object store
+    if remote is not None:
+        said = remote.explain(exc)
+        return str(said) if said else str(remote.scrub(_describe_os_error(exc)))
+    return _describe_os_error(exc)
+
+
+def _describe_os_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "no space left on the device"
     if isinstance(exc, OSError) and exc.strerror:

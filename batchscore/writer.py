@@ -67,9 +67,18 @@ ROW_GROUP_BYTES = 64 << 20
 MAX_PARTITIONS = 1024
 
 
-def part_name(index: int) -> str:
-    """``part-00000.parquet``: one part per input file, in sorted input order."""
-    return f"part-{index:05d}.parquet"
+def part_name(index: int, piece: int | None = None) -> str:
+    """``part-00000.parquet``: one part per input file, in sorted input order.
+
+    A file scored in several tasks gives one part per piece, ``part-00000-000.parquet``, ...: sorted
+    names stay in input order.
+    """
+    return f"{part_stem(index, piece)}.parquet"
+
+
+def part_stem(index: int, piece: int | None = None) -> str:
+    """``part-00000``, or ``part-00000-001`` for the second piece of an input file cut into tasks."""
+    return f"part-{index:05d}" if piece is None else f"part-{index:05d}-{piece:03d}"
 
 
 def _record_name(index: int) -> str:
@@ -87,17 +96,24 @@ class Staging:
     partition_by: tuple[str, ...] = ()
 
     def write_part(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, dictionary: Sequence[str] = ()
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
     ) -> list[str]:
         """Write and sync one part in the work area; its final file names, relative to the output folder.
 
-        ``dictionary`` names the columns to dictionary-encode (see :func:`dictionary_columns`).
+        ``dictionary`` names the columns to dictionary-encode (see :func:`dictionary_columns`); ``piece``
+        numbers the parts of an input file scored in several tasks (see :func:`part_name`).
         """
         schema = schema.with_metadata(self.metadata)
         if self.partition_by:
-            names = self._write_partitioned(index, schema, batches, dictionary)
+            names = self._write_partitioned(index, part_stem(index, piece), schema, batches, dictionary)
         else:
-            names = [part_name(index)]
+            names = [part_name(index, piece)]
             part = PartWriter(self.root.child(names[0] + STAGED), schema, dictionary, compression=self.compression)
             for batch in batches:
                 part.write(batch)
@@ -110,7 +126,7 @@ class Staging:
         return names
 
     def _write_partitioned(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], dictionary: Sequence[str]
+        self, index: int, stem: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], dictionary: Sequence[str]
     ) -> list[str]:
         import pyarrow.dataset as ds  # 0.1 s of import time that unpartitioned runs skip
 
@@ -124,7 +140,7 @@ class Staging:
                 format="parquet",
                 partitioning=list(self.partition_by),
                 partitioning_flavor="hive",
-                basename_template=f"part-{index:05d}-{{i}}.parquet{STAGED}",
+                basename_template=f"{stem}-{{i}}.parquet{STAGED}",
                 existing_data_behavior="overwrite_or_ignore",
                 preserve_order=True,
                 max_rows_per_group=ROW_GROUP_ROWS,
@@ -359,10 +375,16 @@ class OutputDir:
     # -- writing ------------------------------------------------------------------------------
 
     def write_part(
-        self, index: int, schema: pa.Schema, batches: Iterable[pa.RecordBatch], *, dictionary: Sequence[str] = ()
+        self,
+        index: int,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        dictionary: Sequence[str] = (),
+        piece: int | None = None,
     ) -> list[str]:
         """Write one part into this run's work area; its final file names (see :meth:`Staging.write_part`)."""
-        return self.staging.write_part(index, schema, batches, dictionary=dictionary)
+        return self.staging.write_part(index, schema, batches, dictionary=dictionary, piece=piece)
 
     def finish_part(self, index: int, entry: dict[str, Any]) -> None:
         """A part is written and synced: record it (with ``mode="resume"``, durably, for a run after a crash)."""
@@ -381,6 +403,7 @@ class OutputDir:
 
     def _record(self, index: int, entry: dict[str, Any]) -> None:
         if self.mode == "resume":
+            self._lock.check()
             self.staging.root.child(_record_name(index)).write_bytes(json.dumps(entry).encode())
         self.parts[index] = entry
         self._staged.add(index)
@@ -417,6 +440,7 @@ class OutputDir:
             "manifest": staged_manifest.relative_to(self.root),
             "success": staged_success.relative_to(self.root),
         }
+        self._lock.check()  # a run that lost its lock must not publish
         try:  # everything that needs space happens before the journal exists; after it, only moves and deletes
             for name, data in extra.items():
                 self.staging.staged(name).write_bytes(data)
@@ -491,9 +515,9 @@ class OutputDir:
             self.work.delete_tree()
 
 
-def lock_owner(path: str) -> dict[str, Any]:
+def lock_owner(folder: Location) -> dict[str, Any]:
     """Who holds (or left) the lock of an output folder; empty if nobody."""
-    where = resolve(path).child(LOCK)
+    where = folder.child(LOCK)
     return read_owner(where) if where.exists() else {}
 
 

@@ -25,12 +25,19 @@ the median over rounds of (batchscore / the fastest peer of that round).
 LogisticRegression is also scored on its first 2M rows, where start-up weighs
 more.
 
+Then the engines (``--engine-models``, default logreg and mlp), side by side on the
+same files: ``local`` (the default engine), ``processes`` (2 workers), ``ray`` (a local
+cluster started by the run) and ``raydata``, the plain Ray Data pipeline a user writes
+(``read_parquet -> map_batches(actor class) -> write_parquet``), with rows/s and the peak
+memory of all their processes together (``launch.py`` samples the process tree).
+
 Plus data-wide stage-alone numbers (Parquet read, float64->float32
 conversion, Parquet write), the peak-RSS flatness of batchscore (1/4 of the
-files vs all of them), the same with ``--format delta`` (rate and peak RSS of
-the Delta Lake output) and its start-up (``import batchscore``; ``batchscore
-score`` of a 10-row file, whole process).  The results are printed as tables
-with PASS/FAIL against the performance targets and written to a JSON file.
+files vs all of them), its peak RSS on one 15M-row row group against the same
+rows in 128k-row groups (``--row-group-rows``), the same with ``--format delta`` (rate
+and peak RSS of the Delta Lake output) and its start-up (``import batchscore``;
+``batchscore score`` of a 10-row file, whole process).  The results are printed as
+tables with PASS/FAIL against the performance targets and written to a JSON file.
 
 The module has no import-time side effects; call :func:`main` with an argv
 list (e.g. ``main(['--quick', '--rows', '20000', '--models', 'logreg'])``) to
@@ -88,6 +95,9 @@ MODEL_ROW_CAPS: dict[str, int] = {
 
 #: Extra cases: a name, the model it scores (its row cap is in MODEL_ROW_CAPS).
 EXTRA_CASES: dict[str, str] = {"logreg_2m": "logreg"}
+#: One row group of this many rows (the issue's worst case), against the same rows in 128k-row groups.
+ROW_GROUP_ROWS = 15_000_000
+QUICK_ROW_GROUP_ROWS = 1_500_000
 
 RSS_LIMIT_MB = 500.0
 RSS_FLAT_LIMIT = 0.10
@@ -99,7 +109,10 @@ SUMMARY_COST_LIMIT = 0.05
 
 PEERS = ("plain", "polars_read_all", "polars_select")
 E2E = (*PEERS, "batchscore")
-WHOLE_PROCESS = (*E2E, "no_summary")
+ENGINES = ("local", "processes", "ray", "raydata")
+ENGINE_MODELS = ("logreg", "mlp")
+ENGINE_WORKERS = 2
+WHOLE_PROCESS = (*E2E, "no_summary", *ENGINES)
 """Contenders whose rate is rows / process wall time (start-up included)."""
 #: Minimum batchscore / best-peer ratio per case (median of the rounds).
 BEST_PEER_TARGETS: dict[str, float] = {"logreg": 1.4, "logreg_2m": 1.25, "gbt": 1.0, "mlp": 1.0}
@@ -126,6 +139,8 @@ class ChildResult:
     stdout: str
     stderr: str
     timed_out: bool = False
+    tree_peak_mb: float = 0.0
+    """Peak memory of all the command's processes together (PSS), for the engines."""
 
     @property
     def ok(self) -> bool:
@@ -210,6 +225,7 @@ def run_child(
             stdout=stdout,
             stderr=stderr,
             timed_out=bool(meas["timed_out"]),
+            tree_peak_mb=float(meas.get("tree_peak_kb", 0)) / 1024.0,
         )
 
 
@@ -261,6 +277,7 @@ def run_worker(name: str, spec: dict[str, Any], timeout_s: float) -> Measurement
     """Run one ``worker.py`` kind in a fresh interpreter and parse its JSON line."""
     res = run_child([sys.executable, str(WORKER), json.dumps(spec)], timeout_s)
     m = Measurement(name=name, wall_s=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    m.extra["tree_peak_mb"] = round(res.tree_peak_mb, 1)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         return m
@@ -273,6 +290,8 @@ def run_worker(name: str, spec: dict[str, Any], timeout_s: float) -> Measurement
     m.rows = int(payload["rows"])
     m.seconds = float(payload["seconds"])
     m.extra["self_maxrss_mb"] = round(float(payload.get("maxrss_mb", 0.0)), 1)
+    if "cpu_us_per_row" in payload:
+        m.extra["cpu_us_per_row"] = {k: round(float(v), 4) for k, v in payload["cpu_us_per_row"].items()}
     return m
 
 
@@ -286,7 +305,14 @@ def count_parquet_rows(path: Path) -> int:
 
 
 def batchscore_cmd(
-    files: Sequence[Path], model: Path, out_dir: Path, report: Path, *, summary: bool = True, extra: Sequence[str] = ()
+    files: Sequence[Path],
+    model: Path,
+    out_dir: Path,
+    report: Path,
+    features: Sequence[str] = datagen.FEATURES,
+    *,
+    summary: bool = True,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``batchscore score`` command line the benchmark runs (``summary=False``: with ``--no-summary``;
     ``extra``: more flags, e.g. ``--format delta``)."""
@@ -301,7 +327,7 @@ def batchscore_cmd(
         "--out",
         str(out_dir),
         "--features",
-        ",".join(datagen.FEATURES),
+        ",".join(features),
         "--keep",
         "id",
         "--mode",
@@ -320,9 +346,12 @@ def run_batchscore(
     out_dir: Path,
     timeout_s: float,
     expect_rows: int,
+    features: Sequence[str] = datagen.FEATURES,
     *,
     summary: bool = True,
+    name: str | None = None,
     extra: Sequence[str] = (),
+    keep_output: bool = False,
 ) -> Measurement:
     """Run the batchscore CLI end to end; never raises on a batchscore failure.
 
@@ -333,9 +362,10 @@ def run_batchscore(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = out_dir.parent / f"{out_dir.name}.report.json"
     report.unlink(missing_ok=True)
-    res = run_child(batchscore_cmd(files, model, out_dir, report, summary=summary, extra=extra), timeout_s)
-    name = "batchscore" if summary else "no_summary"
+    res = run_child(batchscore_cmd(files, model, out_dir, report, features, summary=summary, extra=extra), timeout_s)
+    name = name or ("batchscore" if summary else "no_summary")
     m = Measurement(name=name, wall_s=res.wall_s, seconds=res.wall_s, peak_rss_mb=res.maxrss_mb)
+    m.extra["tree_peak_mb"] = round(res.tree_peak_mb, 1)
     if not res.ok:
         m.error = ("timed out; " if res.timed_out else f"exit {res.returncode}; ") + res.stderr_tail()
         log(f"    batchscore FAILED ({m.error.splitlines()[0] if m.error else ''})")
@@ -361,7 +391,8 @@ def run_batchscore(
     if written != expect_rows:
         m.extra["warning"] = f"output has {written} rows, expected {expect_rows}"
         log(f"    WARNING: batchscore output has {written:,} rows, expected {expect_rows:,}")
-    shutil.rmtree(out_dir, ignore_errors=True)
+    if not keep_output:
+        shutil.rmtree(out_dir, ignore_errors=True)
     report.unlink(missing_ok=True)
     return m
 
@@ -588,6 +619,159 @@ def bench_model(ds: datagen.Dataset, case: str, out_root: Path, args: argparse.N
     }
 
 
+def output_facts(out_dir: Path) -> dict[str, Any]:
+    """How an output looks to its reader: files, whether ids come in input order, whether _SUCCESS is there."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(p for p in out_dir.rglob("*.parquet") if not p.name.startswith(("_", ".")))
+    previous, ordered = -1, True
+    for part in parts:
+        ids = pq.read_table(part, columns=["id"])["id"].to_numpy()
+        if len(ids) and (ids[0] <= previous or (ids[1:] < ids[:-1]).any()):
+            ordered = False
+            break
+        previous = int(ids[-1]) if len(ids) else previous
+    return {"files_out": len(parts), "in_order": ordered, "success_marker": (out_dir / "_SUCCESS").exists()}
+
+
+def bench_engines(ds: datagen.Dataset, model: str, out_root: Path, args: argparse.Namespace) -> dict[str, Measurement]:
+    """The engines side by side on one model's files: rows/s and the peak memory of all their processes."""
+    files, rows, note = files_for_model(ds, model, caps=not args.no_caps)
+    log(f"engines, model {model}: {len(files)} files, {rows:,} rows{'  [' + note + ']' if note else ''}")
+    results: dict[str, Measurement] = {}
+    if "stage_cpu" not in args.skip:
+        results["stage_cpu"] = m = stage_cpu(ds, model, files, out_root, args.child_timeout)
+        if m.ok:
+            bytes_per_row = sum(f.stat().st_size for f in files) / rows
+            m.extra["projection"] = projection(m.extra["cpu_us_per_row"], tasks=len(files), bytes_per_row=bytes_per_row)
+            costs = ", ".join(f"{k} {v:.3f}" for k, v in m.extra["cpu_us_per_row"].items())
+            log(f"  CPU per row (us): {costs}")
+        else:
+            log(f"    stage_cpu FAILED: {m.error.splitlines()[0] if m.error else ''}")
+    for engine in ENGINES:
+        if engine in args.skip or engine not in args.engines:
+            continue
+        out_dir = out_root / "engines" / model / engine
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if engine == "raydata":
+            spec = {
+                "kind": "raydata",
+                "files": [str(f) for f in files],
+                "features": list(datagen.FEATURES),
+                "model": str(ds.models[model]),
+                "out_dir": str(out_dir),
+                # Two actors of one CPU each on a 2-CPU machine leave no CPU for the read and write tasks, and the
+                # pipeline waits forever (measured here, as in ray-project/ray#44687): one core stays free for them.
+                "actors": max(1, min(ENGINE_WORKERS, (os.cpu_count() or 2) - 1)),
+            }
+            m = run_worker("raydata", spec, args.raydata_timeout)
+            if not m.ok and "timed out" in m.error:
+                m.error = f"hung: no result after {args.raydata_timeout:.0f} s (see ray-project/ray#44687)"
+        else:
+            extra = ["--engine", engine]
+            if engine != "local":
+                extra += ["--workers", str(ENGINE_WORKERS)]
+            m = run_batchscore(
+                files, ds.models[model], out_dir, args.child_timeout, rows, name=engine, extra=extra, keep_output=True
+            )
+        if m.ok:
+            m.extra.update(output_facts(out_dir))
+        else:
+            log(f"    {engine} FAILED: {m.error.splitlines()[0] if m.error else ''}")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        results[engine] = m
+        log(
+            f"  {engine:<10} {fmt_rate(m.rows_per_s):>8} rows/s  {m.extra.get('tree_peak_mb', 0):7.0f} MB all processes"
+            f"  {m.wall_s:6.2f} s wall"
+        )
+    return results
+
+
+PROJECT_CORES = (16, 64)
+
+
+def stage_cpu(ds: datagen.Dataset, model: str, files: Sequence[Path], out_root: Path, timeout_s: float) -> Measurement:
+    """CPU microseconds per row of each stage (read, assemble, infer on one thread, write), on two files."""
+    out_dir = out_root / "engines" / model / "stage_cpu"
+    spec = {
+        "kind": "stage_cpu",
+        "files": [str(f) for f in files[:2]],
+        "features": list(datagen.FEATURES),
+        "model": str(ds.models[model]),
+        "out_dir": str(out_dir),
+    }
+    m = run_worker("stage_cpu", spec, timeout_s)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return m
+
+
+def projection(cpu_us: dict[str, float], *, tasks: int, bytes_per_row: float) -> dict[str, Any]:
+    """What the processes and Ray engines can reach on more cores, from the CPU cost of each stage.
+
+    A task's pipeline overlaps its stages, so it keeps ``total / slowest stage`` cores busy; the
+    engine keeps ``min(cores, tasks x that)`` busy at ``1e6 / total`` rows/s each. ``bytes_per_row``
+    says what that rate asks of the storage holding the inputs.
+    """
+    total = sum(cpu_us.values())
+    slowest = max(cpu_us, key=lambda k: cpu_us[k])
+    per_task_cores = total / cpu_us[slowest]
+    out: dict[str, Any] = {
+        "cpu_us_per_row": round(total, 3),
+        "slowest_stage": slowest,
+        "cores_one_task_keeps_busy": round(per_task_cores, 2),
+    }
+    for cores in PROJECT_CORES:
+        busy = min(cores, tasks * per_task_cores)
+        rate = busy * 1e6 / total
+        full = cores * 1e6 / total  # with at least cores / per_task_cores tasks (more files, or pieces)
+        out[f"cores_{cores}"] = {
+            "rows_per_s": round(rate),
+            "bound": "tasks (too few input files)" if busy < cores else "CPU",
+            "rows_per_s_enough_tasks": round(full),
+            "input_gb_per_s_enough_tasks": round(full * bytes_per_row / 1e9, 2),
+        }
+    return out
+
+
+def print_engine_table(model: str, engines: dict[str, Measurement]) -> None:
+    """Per-model engine table: rows/s over the whole run, peak memory of all processes, what the output is."""
+    log()
+    log(f"== engines, {model} ({ENGINE_WORKERS} workers where it applies)")
+    rows: list[list[str]] = []
+    local = engines.get("local")
+    for name, m in engines.items():
+        if name == "stage_cpu":
+            continue
+        if not m.ok:
+            rows.append([name, "FAILED", "-", "-", "-", "-", "-", m.error.splitlines()[0][:60] if m.error else ""])
+            continue
+        rows.append(
+            [
+                name,
+                fmt_rate(m.rows_per_s),
+                fmt_ratio(ratio(m, local)),
+                f"{m.wall_s:.2f}",
+                f"{m.extra.get('tree_peak_mb', 0):.0f}",
+                str(m.extra.get("files_out", "-")),
+                "yes" if m.extra.get("in_order") else "no",
+                "yes" if m.extra.get("success_marker") else "no",
+            ]
+        )
+    print_table(["engine", "rows/s", "/ local", "wall s", "peak MB, all", "files", "in order", "_SUCCESS"], rows)
+    cpu = engines.get("stage_cpu")
+    if cpu is not None and cpu.ok:
+        proj = cpu.extra["projection"]
+        costs = ", ".join(f"{k} {v:.3f}" for k, v in cpu.extra["cpu_us_per_row"].items())
+        log(f"CPU per row: {costs} us (total {proj['cpu_us_per_row']:.3f}); slowest stage: {proj['slowest_stage']}")
+        for cores in PROJECT_CORES:
+            p = proj[f"cores_{cores}"]
+            log(
+                f"  {cores} cores: ~{fmt_rate(p['rows_per_s'])} rows/s on these files (bound: {p['bound']}); "
+                f"~{fmt_rate(p['rows_per_s_enough_tasks'])} rows/s with enough tasks, reading "
+                f"{p['input_gb_per_s_enough_tasks']:.1f} GB/s of input"
+            )
+
+
 def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: Measurement | None) -> dict[str, Any]:
     """batchscore peak RSS on 1/4 of the files vs all of them (logreg model)."""
     k = max(1, len(ds.files) // 4)
@@ -612,6 +796,32 @@ def bench_flatness(ds: datagen.Dataset, out_root: Path, timeout_s: float, full: 
         "small": q.to_dict(),
         "full": full.to_dict(),
         "rss_ratio": None if growth is None else round(1.0 + growth, 4),
+        "rss_growth": None if growth is None else round(growth, 4),
+    }
+
+
+def bench_row_group(pair: datagen.RowGroupPair, out_root: Path, timeout_s: float) -> dict[str, Any]:
+    """batchscore peak RSS on one row group of all the rows vs the same rows in 128k-row groups."""
+    log(
+        f"peak RSS on one {pair.rows:,}-row group (batchscore, 4-feature logreg) "
+        f"vs {datagen.ROW_GROUP_SIZE:,}-row groups"
+    )
+    runs = {
+        name: run_batchscore(
+            [path], pair.model, out_root / "rowgroup" / name, timeout_s, pair.rows, datagen.NARROW_FEATURES
+        )
+        for name, path in (("one_group", pair.one_group), ("many_groups", pair.many_groups))
+    }
+    one, many = runs["one_group"], runs["many_groups"]
+    growth = (one.peak_rss_mb / many.peak_rss_mb - 1.0) if one.ok and many.ok and many.peak_rss_mb > 0 else None
+    log(
+        f"  one group {one.peak_rss_mb:7.0f} MB  many groups {many.peak_rss_mb:7.0f} MB  "
+        f"growth {'-' if growth is None else f'{growth * 100:+.1f}%'}"
+    )
+    return {
+        "rows": pair.rows,
+        "one_group": one.to_dict(),
+        "many_groups": many.to_dict(),
         "rss_growth": None if growth is None else round(growth, 4),
     }
 
@@ -847,6 +1057,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"smoke run: {QUICK_ROWS:,} rows in {QUICK_FILES} files unless --rows/--files given",
     )
     p.add_argument("--rows", type=int, default=None, help=f"rows to generate (default {DEFAULT_ROWS:,})")
+    p.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=None,
+        help=f"rows of the one-row-group file (default {ROW_GROUP_ROWS:,}; {QUICK_ROW_GROUP_ROWS:,} with --quick)",
+    )
     p.add_argument("--files", type=int, default=None, help=f"number of Parquet files (default {DEFAULT_FILES})")
     p.add_argument(
         "--train-rows",
@@ -878,15 +1094,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated contenders/sections to skip: inference,plain,polars_read_all,polars_select "
-        "(polars: both),batchscore,no_summary,stages,flatness,delta,startup",
+        "(polars: both),batchscore,no_summary,stages,flatness,rowgroup,delta,startup,"
+        "engines (or one of local,processes,ray,raydata,stage_cpu)",
     )
     p.add_argument("--child-timeout", type=float, default=900.0, help="seconds before a child is killed")
+    p.add_argument(
+        "--engines", default=",".join(ENGINES), help=f"comma-separated engines to compare: {','.join(ENGINES)}"
+    )
+    p.add_argument(
+        "--engine-models", default=",".join(ENGINE_MODELS), help="models the engines are compared on (empty: none)"
+    )
+    p.add_argument(
+        "--raydata-timeout", type=float, default=300.0, help="seconds before the Ray Data pipeline counts as hung"
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs (CLI only)")
     args = p.parse_args(argv)
     if args.rows is None:
         args.rows = QUICK_ROWS if args.quick else DEFAULT_ROWS
     if args.files is None:
         args.files = QUICK_FILES if args.quick else DEFAULT_FILES
+    if args.row_group_rows is None:
+        args.row_group_rows = QUICK_ROW_GROUP_ROWS if args.quick else ROW_GROUP_ROWS
     if args.train_rows is None:
         args.train_rows = QUICK_TRAIN_ROWS if args.quick else datagen.TRAIN_ROWS
     if args.rounds is None:
@@ -899,6 +1127,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if bad or not args.model_list:
         p.error(f"unknown model(s) {bad}; choose from {','.join(datagen.MODEL_NAMES)}")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}
+    args.engine_model_list = [m.strip() for m in args.engine_models.split(",") if m.strip()]
+    bad = [e for e in args.engines if e not in ENGINES]
+    bad += [m for m in args.engine_model_list if m not in datagen.MODEL_NAMES]
+    if bad:
+        p.error(f"unknown engine(s) or model(s) {bad}")
     return args
 
 
@@ -910,7 +1144,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cache_dir: Path = args.cache_dir.resolve()
     params = datagen.DataParams(rows=args.rows, n_files=args.files, train_rows=args.train_rows)
     # logreg is always prepared: start-up and RSS-flatness use it.
-    need_models = list(dict.fromkeys([*args.model_list, "logreg"]))
+    engine_models = [] if "engines" in args.skip else args.engine_model_list
+    need_models = list(dict.fromkeys([*args.model_list, *engine_models, "logreg"]))
     ds = datagen.prepare(params, cache_dir, need_models, keep=args.keep_data, log=log)
     compiled_children(cache_dir)
     out_root = ds.root / "out"
@@ -960,10 +1195,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for case in cases:
         model_results[case] = bench_model(ds, case, out_root, args)
 
+    engine_results = {model: bench_engines(ds, model, out_root, args) for model in engine_models}
+
     flat: dict[str, Any] | None = None
     if "flatness" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
         flat = bench_flatness(ds, out_root, args.child_timeout, full)
+    row_group: dict[str, Any] | None = None
+    if "rowgroup" not in args.skip:
+        pair = datagen.prepare_row_groups(
+            args.row_group_rows, cache_dir, seed=params.seed, keep=args.keep_data, log=log
+        )
+        row_group = bench_row_group(pair, out_root, args.child_timeout)
     delta: dict[str, Any] | None = None
     if "delta" not in args.skip and "batchscore" not in args.skip:
         full = model_results.get("logreg", {}).get("contenders", {}).get("batchscore")
@@ -987,6 +1230,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 note=f"{flat['small']['peak_rss_mb']:.0f} -> {flat['full']['peak_rss_mb']:.0f} MB",
             )
         )
+    if row_group is not None:
+        g = row_group["rss_growth"]
+        checks.append(
+            check(
+                f"peak RSS, one {row_group['rows']:,}-row group vs 128k-row groups",
+                f"< {RSS_FLAT_LIMIT:.0%}",
+                g,
+                None if g is None else g < RSS_FLAT_LIMIT,
+                note=f"{row_group['one_group']['peak_rss_mb']:.0f} vs {row_group['many_groups']['peak_rss_mb']:.0f} MB",
+            )
+        )
     if startup is not None:
         bare = startup["python_bare_s"]
         for key, label, limit in (
@@ -1003,6 +1257,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     note="" if bare is None else f"whole process; bare python {bare:.3f} s",
                 )
             )
+    for model, engines in engine_results.items():
+        print_engine_table(model, engines)
     print_checks(checks, rows=args.rows)
 
     results["models"] = {
@@ -1023,7 +1279,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
         for m, r in model_results.items()
     }
+    results["engines"] = {
+        model: {name: m.to_dict() for name, m in engines.items()} for model, engines in engine_results.items()
+    }
     results["rss_flatness"] = flat
+    results["row_group"] = row_group
     results["delta"] = delta
     results["startup"] = startup
     results["checks"] = checks

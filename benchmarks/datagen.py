@@ -143,7 +143,7 @@ def _load_training_sample(files: Sequence[Path], n: int) -> np.ndarray:
     return np.concatenate(parts)[:n].astype(np.float32)
 
 
-def _to_onnx(model: Any, zipmap: bool | None) -> bytes:
+def _to_onnx(model: Any, zipmap: bool | None, width: int = N_FEATURES) -> bytes:
     """Convert a fitted scikit-learn estimator to ONNX with float32 [None, 32] input.
 
     ``zipmap``: for classifiers, whether to keep skl2onnx's default ZipMap
@@ -156,7 +156,7 @@ def _to_onnx(model: Any, zipmap: bool | None) -> bytes:
     options: dict[int, dict[str, Any]] | None = {id(model): {"zipmap": False}} if zipmap is False else None
     onx = convert_sklearn(
         model,
-        initial_types=[("input", FloatTensorType([None, N_FEATURES]))],
+        initial_types=[("input", FloatTensorType([None, width]))],
         options=options,
     )
     return bytes(onx.SerializeToString())
@@ -282,3 +282,51 @@ def prepare(
         train_seconds=train_s,
         reused=reused,
     )
+
+
+#: The narrow table of the one-row-group benchmark: an id and four features, so that a 15M-row group can be
+#: generated in one piece (pyarrow writes a row group from one table in memory) in about 1 GB.
+NARROW_FEATURES: tuple[str, ...] = FEATURES[:4]
+
+
+@dataclass
+class RowGroupPair:
+    """The same rows twice: in one row group, and in ``ROW_GROUP_SIZE`` groups; a logreg on their features."""
+
+    rows: int
+    one_group: Path
+    many_groups: Path
+    model: Path
+    reused: bool
+
+
+def prepare_row_groups(
+    rows: int, cache_dir: Path, *, seed: int, keep: bool, log: Callable[[str], None] = print
+) -> RowGroupPair:
+    """Write (or reuse, when ``keep``) ``rows`` rows as one row group and as many, plus a model of 4 features."""
+    root = cache_dir / f"rowgroup_rows{rows}_s{seed}_v{SCHEMA_VERSION}"
+    pair = RowGroupPair(rows, root / "one.parquet", root / "many.parquet", root / "logreg4.onnx", reused=False)
+    done = root / "done"
+    if keep and done.exists():
+        log(f"reusing cached one-row-group data in {root}")
+        pair.reused = True
+        return pair
+    log(f"generating {rows:,} rows as one row group and as {ROW_GROUP_SIZE:,}-row groups under {root} ...")
+    root.mkdir(parents=True, exist_ok=True)
+    done.unlink(missing_ok=True)
+    rng = np.random.default_rng([seed, 7])
+    x = rng.standard_normal(size=(rows, len(NARROW_FEATURES)))
+    table = pa.Table.from_arrays(
+        [pa.array(np.arange(rows, dtype=np.int64)), *(pa.array(np.ascontiguousarray(c)) for c in x.T)],
+        names=["id", *NARROW_FEATURES],
+    )
+    pq.write_table(table, pair.one_group, row_group_size=rows, compression="zstd")
+    pq.write_table(table, pair.many_groups, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    from sklearn.linear_model import LogisticRegression
+
+    sample = x[:5000].astype(np.float32)
+    label = (sample[:, 0] + 0.5 * sample[:, 1] - sample[:, 3] > 0).astype(np.int64)
+    fitted = LogisticRegression(max_iter=200).fit(sample, label)
+    pair.model.write_bytes(_to_onnx(fitted, zipmap=False, width=len(NARROW_FEATURES)))
+    done.write_text("ok\n")
+    return pair

@@ -13,7 +13,13 @@ so the command it forks inherits only a few MB, and ``os.wait4`` gives the
 command's own peak RSS (including any children it reaped) exactly.
 
 The command inherits this process's stdout/stderr; the measurement goes to
-RESULT_JSON as ``{"returncode", "wall_s", "maxrss_kb", "timed_out"}``.
+RESULT_JSON as ``{"returncode", "wall_s", "maxrss_kb", "tree_peak_kb", "timed_out"}``.
+
+``maxrss_kb`` is the largest single process; ``tree_peak_kb`` is the peak of the
+memory of all the command's processes together (worker processes, a Ray
+cluster's daemons and actors), sampled every 0.2 s: the sum of their PSS, which
+counts shared pages (the libraries, Ray's object store) once, or of their RSS
+where PSS cannot be read. Linux only (0 elsewhere).
 """
 
 import contextlib
@@ -44,6 +50,10 @@ def main(argv: list[str]) -> int:
     timer = threading.Timer(timeout_s, _kill)
     timer.daemon = True
     timer.start()
+    peak = [0]
+    done = threading.Event()
+    sampler = threading.Thread(target=_sample_tree, args=(proc.pid, peak, done), daemon=True)
+    sampler.start()
     while True:
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -52,6 +62,8 @@ def main(argv: list[str]) -> int:
             continue
     wall = time.perf_counter() - t0
     timer.cancel()
+    done.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     with open(result_path, "w") as fh:
         json.dump(
@@ -59,10 +71,58 @@ def main(argv: list[str]) -> int:
                 "returncode": proc.returncode,
                 "wall_s": wall,
                 "maxrss_kb": usage.ru_maxrss,
+                "tree_peak_kb": max(peak[0], usage.ru_maxrss),
                 "timed_out": timed_out.is_set(),
             },
             fh,
         )
+    return 0
+
+
+def _sample_tree(root: int, peak: list[int], done: threading.Event) -> None:
+    """Record in ``peak[0]`` the highest total memory (KiB) of ``root``, its descendants and its session."""
+    while not done.wait(0.2):
+        try:
+            parents: dict[int, int] = {}
+            sessions: dict[int, int] = {}
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        with open(f"/proc/{name}/stat") as fh:
+                            fields = fh.read().rsplit(")", 1)[1].split()
+                        parents[int(name)] = int(fields[1])
+                        sessions[int(name)] = int(fields[3])
+        except OSError:
+            return  # no /proc: not Linux
+        tree = {root}
+        grew = True
+        while grew:
+            grew = False
+            for pid, parent in parents.items():
+                if parent in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        tree |= {pid for pid, sid in sessions.items() if sid == root}
+        total = sum(_memory_kb(pid) for pid in tree)
+        peak[0] = max(peak[0], total)
+
+
+def _memory_kb(pid: int) -> int:
+    """PSS of a process in KiB, or its RSS when smaps_rollup cannot be read; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return 0
 
 

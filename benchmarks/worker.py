@@ -267,7 +267,120 @@ def run_polars_select(spec: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
+def run_raydata(spec: dict[str, Any]) -> dict[str, Any]:
+    """The Ray Data pipeline a user writes: ``read_parquet -> map_batches(actor class) -> write_parquet``.
+
+    A local cluster is started (its start-up is timed: the user pays it too); ``spec['actors']``
+    scoring actors of one CPU each, one onnxruntime thread each, Arrow batches of 65536 rows.
+    """
+    import logging
+
+    import numpy as np
+    import pyarrow as pa
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    features = list(spec["features"])
+    model = spec["model"]
+
+    class Scorer:
+        def __init__(self) -> None:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+            self.in_name = self.sess.get_inputs()[0].name
+            self.out_names = [o.name for o in self.sess.get_outputs()]
+
+        def __call__(self, batch: pa.Table) -> pa.Table:
+            x = np.column_stack([batch[c].to_numpy() for c in features]).astype(np.float32)
+            outputs = self.sess.run(None, {self.in_name: x})
+            cols = {"id": batch["id"], **outputs_to_columns(self.out_names, outputs)}
+            return pa.table(cols)
+
+    ds = ray.data.read_parquet(list(spec["files"]), columns=["id", *features])
+    ds = ds.map_batches(Scorer, batch_size=BATCH_SIZE, batch_format="pyarrow", concurrency=int(spec["actors"]))
+    ds.write_parquet(spec["out_dir"], compression=COMPRESSION)
+    seconds = time.perf_counter() - t0
+    ray.shutdown()
+    return {"rows": sum(pq_rows(f) for f in Path(spec["out_dir"]).rglob("*.parquet")), "seconds": seconds}
+
+
+def run_stage_cpu(spec: dict[str, Any]) -> dict[str, Any]:
+    """CPU time per row of each stage, on the same rows: what N cores can do, whatever else the machine runs.
+
+    ``time.process_time`` (every thread of this process) around each stage: read (whole row
+    groups, as batchscore reads them), assemble (float64 columns -> float32 matrix), infer
+    (one onnxruntime thread, 16384-row calls) and write (id + outputs, zstd). CPU time, unlike
+    wall time, hardly moves when other work shares the cores.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = list(spec["features"])
+    cpu: dict[str, float] = {}
+
+    def timed(stage: str, start: float) -> None:
+        cpu[stage] = cpu.get(stage, 0.0) + time.process_time() - start
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(spec["model"], sess_options=so, providers=["CPUExecutionProvider"])
+    in_name = sess.get_inputs()[0].name
+    out_names = [o.name for o in sess.get_outputs()]
+    rows = 0
+    out_dir = Path(spec["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buf = np.empty((BATCH_SIZE, len(features)), dtype=np.float32)
+    for f in spec["files"]:
+        start = time.process_time()
+        pf = pq.ParquetFile(f)
+        batches = [
+            b
+            for g in range(pf.metadata.num_row_groups)
+            for b in pf.read_row_group(g, columns=["id", *features]).to_batches(max_chunksize=BATCH_SIZE)
+        ]
+        timed("read", start)
+        tables = []
+        for batch in batches:
+            n = batch.num_rows
+            start = time.process_time()
+            x = buf[:n]
+            for j, name in enumerate(features):
+                x[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+            timed("assemble", start)
+            start = time.process_time()
+            parts = [sess.run(None, {in_name: x[i : i + 16384]}) for i in range(0, n, 16384)]
+            outputs = [np.concatenate([p[k] for p in parts]) for k in range(len(out_names))]
+            timed("infer", start)
+            start = time.process_time()
+            tables.append(pa.table({"id": batch.column("id"), **outputs_to_columns(out_names, outputs)}))
+            timed("write", start)
+            rows += n
+        start = time.process_time()
+        with pq.ParquetWriter(out_dir / Path(f).name, tables[0].schema, compression=COMPRESSION) as w:
+            for table in tables:
+                w.write_table(table)
+        timed("write", start)
+    return {"rows": rows, "seconds": sum(cpu.values()), "cpu_us_per_row": {k: v / rows * 1e6 for k, v in cpu.items()}}
+
+
+def pq_rows(path: Path) -> int:
+    """Rows of one Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "raydata": run_raydata,
+    "stage_cpu": run_stage_cpu,
     "stage_read": run_stage_read,
     "stage_convert": run_stage_convert,
     "stage_write": run_stage_write,

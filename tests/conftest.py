@@ -305,6 +305,71 @@ def sandbox(tmp_path: Path) -> Path:
     return root
 
 
+# --- object stores: real servers on 127.0.0.1, one per test session (per xdist worker) (issue 13) ---
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server in a subprocess, with test credentials in the environment; skipped if it cannot start."""
+    from servers import CREDENTIALS, free_port, moto_command, serve
+
+    port = free_port()
+    command = moto_command(port)
+    if isinstance(command, str):
+        pytest.skip(f"no S3 server: {command}")
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in CREDENTIALS.items():
+            env.setenv(key, value)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        env.delenv("AWS_PROFILE", raising=False)
+        with serve("moto", command, port) as server:
+            if isinstance(server, str):
+                pytest.skip(f"no S3 server: {server}")
+            yield server
+
+
+@pytest.fixture
+def s3(s3_server):
+    """A fresh bucket on the S3 server."""
+    from servers import Bucket, new_bucket
+
+    return Bucket(s3_server, "s3", new_bucket(s3_server))
+
+
+GCS_BUCKET = "batchscore-test"
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """gcp-storage-emulator in a subprocess (in memory); skipped if it cannot start."""
+    from servers import free_port, gcs_command, serve
+
+    port = free_port()
+    command = gcs_command(port, GCS_BUCKET)
+    if isinstance(command, str):
+        pytest.skip(f"no GCS emulator: {command}")
+    with serve("gcs", command, port) as server:
+        if isinstance(server, str):
+            pytest.skip(f"no GCS emulator: {server}")
+        yield server
+
+
+@pytest.fixture
+def gcs(gcs_server):
+    """A fresh prefix in the GCS emulator's bucket."""
+    import uuid
+
+    from servers import Bucket
+
+    return Bucket(gcs_server, "gs", f"{GCS_BUCKET}/t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["s3", "gs"])
+def remote(request):
+    """A fresh place on each object store: an S3 bucket, then a GCS prefix."""
+    return request.getfixturevalue("s3" if request.param == "s3" else "gcs")
+
+
 # --- nightly Delta tables (issue 14) ---
 
 DAYS = {"2026-11-20": 3000, "2026-11-21": 2500}
@@ -330,3 +395,125 @@ def nightly(tmp_path: Path, ds: str, model: Path, **options: object) -> JobSpec:
         format="delta",
     )
     return base.replace(**options)
+
+
+# --- a model that imputes missing values itself (issue 9) ---
+
+
+def imputing_table(rows: int, *, seed: int = 0, nulls: bool = True) -> pa.Table:
+    """a, b: floats with nulls (imputed by the model); c: a float without imputation; n: an int64 count."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(5, 2, rows), rng.normal(0, 1, rows)
+    mask_a, mask_b = (rng.random(rows) < 0.2) & nulls, (rng.random(rows) < 0.2) & nulls
+    return pa.table(
+        {
+            "id": pa.array(np.arange(rows, dtype=np.int64)),
+            "a": pa.array(a, mask=mask_a),
+            "b": pa.array(b, mask=mask_b),
+            "c": pa.array(rng.normal(size=rows)),
+            "n": pa.array(rng.integers(0, 5, rows)),
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def imputing_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """skl2onnx ColumnTransformer: SimpleImputer + StandardScaler on a and b (trained on NaN), c scaled, n as is."""
+    import pandas as pd
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    train = imputing_table(400, seed=1).to_pandas()  # nulls become NaN, as scikit-learn is trained on them
+    y = ((train["a"].fillna(9) + train["c"]) > 5).astype(np.int64)
+    columns = ColumnTransformer(
+        [
+            ("imputed", make_pipeline(SimpleImputer(), StandardScaler()), ["a", "b"]),
+            ("scaled", StandardScaler(), ["c"]),
+            ("count", "passthrough", ["n"]),
+        ]
+    )
+    pipe = make_pipeline(columns, LogisticRegression(max_iter=500)).fit(pd.DataFrame(train[["a", "b", "c", "n"]]), y)
+    types = [
+        ("a", FloatTensorType([None, 1])),
+        ("b", FloatTensorType([None, 1])),
+        ("c", FloatTensorType([None, 1])),
+        ("n", Int64TensorType([None, 1])),
+    ]
+    onx = to_onnx(pipe, initial_types=types, options={id(pipe): {"zipmap": False}})
+    return save(onx, tmp_path_factory.mktemp("imputing") / "imputing.onnx")
+
+
+def imputing_feeds(table: pa.Table, fill: float) -> dict[str, np.ndarray]:
+    """What a hand-written onnxruntime script feeds the imputing model, nulls as ``fill``."""
+    feeds = {}
+    for name in ("a", "b", "c"):
+        feeds[name] = table[name].fill_null(fill).to_numpy().astype(np.float32).reshape(-1, 1)
+    feeds["n"] = table["n"].to_numpy().astype(np.int64).reshape(-1, 1)
+    return feeds
+
+
+# --- engines (issue 10): one output, whoever scored it ---
+
+
+def data_bytes(path: Path) -> bytes:
+    """A part's data columns as Arrow IPC bytes: equal bytes, equal data, bit for bit (NaN payloads included)."""
+    table = pq.read_table(path).replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def output_parts(out: Path) -> dict[str, bytes]:
+    """Every committed part below ``out`` (hive folders too), by relative path, as its data bytes."""
+    return {
+        str(p.relative_to(out)): data_bytes(p)
+        for p in sorted(out.rglob("*.parquet"))
+        if not any(part.startswith(("_", ".")) for part in p.relative_to(out).parts)
+    }
+
+
+def manifest_parts(out: Path) -> list[dict]:
+    """The manifest's parts without what differs from run to run (run id, commit time)."""
+    import json
+
+    data = json.loads((out / "_batchscore.json").read_text())
+    assert data["complete"] is True
+    return [{k: v for k, v in p.items() if k not in ("run_id", "committed_at")} for p in data["parts"]]
+
+
+def assert_same_output(out: Path, reference: Path) -> None:
+    """The same part files with the same data, the same manifest parts and spec hash, and _SUCCESS."""
+    import json
+
+    assert (out / "_SUCCESS").exists()
+    got, want = output_parts(out), output_parts(reference)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name] == want[name], name
+    assert manifest_parts(out) == manifest_parts(reference)
+    hashes = [json.loads((o / "_batchscore.json").read_text())["spec_hash"] for o in (out, reference)]
+    assert hashes[0] == hashes[1]
+
+
+def hive_dataset(folder: Path, *, rows: int = 700) -> Path:
+    """Hive folders ds=.../region=... with a file each."""
+    for i, (ds, region) in enumerate([("2026-11-20", "eu"), ("2026-11-20", "us"), ("2026-11-21", "eu")]):
+        table = make_table(rows, seed=40 + i, start_id=i * rows)
+        write_files(folder / f"ds={ds}" / f"region={region}", [table], row_group_size=300)
+    return folder
+
+
+def bad_age_files(folder: Path, *, files: int = 4, rows: int = 300, bad: int = 3) -> Path:
+    """Inputs for the mixed model where file ``bad`` (part-3) gives fractional ages: a value error found while
+    scoring, not in the footers."""
+    tables = []
+    for i in range(files):
+        table = mixed_table(rows, seed=60 + i)
+        if i == bad:
+            ages = table["age"].to_numpy().astype(np.float64) + 0.5
+            table = table.set_column(table.schema.get_field_index("age"), "age", pa.array(ages))
+        tables.append(table)
+    write_files(folder, tables, row_group_size=100)
+    return folder

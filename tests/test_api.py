@@ -15,6 +15,7 @@ def test_public_api_is_exactly_this():
         "BatchScoreError",
         "DeviceUnavailableError",
         "DriftError",  # drift over the limits with on_drift="fail" (issue 11)
+        "EngineError",  # a worker or the Ray cluster failed (issue 10)
         "InputDataError",
         "JobSpec",
         "JobSpecError",
@@ -57,6 +58,7 @@ def test_errors_pickle_with_their_message_and_exit_code(name):
         (errors.OutputError, 5),
         (errors.OutputExistsError, 5),
         (errors.OutputLockedError, 5),
+        (errors.EngineError, 7),
     ],
 )
 def test_exit_codes(cls, code):
@@ -84,6 +86,20 @@ def test_exit_codes(cls, code):
         ({"features": ("a",), "input_columns": {"X": "a"}}, "features and input_columns are both given"),
         ({"input_columns": {"X": ["a", ""]}}, r"input_columns\['X'\] = \['a', ''\] is not a list of column names"),
         ({"output_columns": {"a": "p", "b": "p"}}, r"output_columns names column\(s\) 'p' more than once"),
+        # wrong types from Python callers: a JobSpecError (exit 2), never a TypeError from a comparison
+        ({"batch_size": "100"}, r"batch_size must be an integer, got str '100'; write it without quotes"),
+        ({"batch_size": True}, r"batch_size must be an integer, got bool True"),
+        ({"batch_size": 100_000_000_000}, r"batch_size must be a positive number of rows up to 16,777,216"),
+        ({"threads": "4"}, r"threads must be an integer, got str '4'"),
+        ({"fill_value": "nan"}, r"fill_value must be a number, got str 'nan'"),
+        ({"threshold": "0.5"}, r"threshold must be a number, got str '0.5'"),
+        ({"with_score": "yes"}, r"with_score must be true or false, got str 'yes'"),
+        ({"keep": ("id", 3)}, r"keep must be a list of strings, got tuple \('id', 3\)"),
+        ({"model": 3}, r"model must be a string, got int 3"),
+        ({"device": "tpu"}, r"device must be one of auto\|cpu\|cuda, got 'tpu'"),
+        ({"output_columns": ["prediction"]}, r"output_columns must be a mapping of names"),
+        ({"max_psi": "0.2"}, r"max_psi must be a number, got str '0.2'"),
+        ({"summary": "no"}, r"summary must be true or false, got str 'no'"),
     ],
 )
 def test_spec_validation_names_the_field(changes, needle):
@@ -110,3 +126,10 @@ def test_import_is_light_and_every_name_resolves():
     assert batchscore.run is batchscore.pipeline.run and batchscore.Model is batchscore.model.Model
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         batchscore.nothing_here  # noqa: B018
+
+
+def test_spec_takes_paths_and_lists_as_python_callers_write_them(tmp_path):
+    spec = batchscore.JobSpec(inputs=tmp_path / "in", model=tmp_path / "m.onnx", out=tmp_path / "out", keep=["id"])
+    assert spec.inputs == (str(tmp_path / "in"),) and spec.model == str(tmp_path / "m.onnx")
+    assert spec.out == str(tmp_path / "out") and spec.keep == ("id",)
+    assert batchscore.JobSpec(inputs=("a",), model="m", out="o", fill_value=0).fill_value == 0.0

@@ -24,6 +24,12 @@ def test_bench_quick_smoke(tmp_path):
             str(tmp_path / "cache"),
             "--skip",
             "flatness,startup",
+            "--row-group-rows",
+            "300000",  # just above the rows read whole: the streamed path
+            "--engines",
+            "local,processes",  # ray and the Ray Data peer start a cluster: make bench only
+            "--engine-models",
+            "logreg",
         ]
     )
     logreg = results["models"]["logreg"]
@@ -32,7 +38,18 @@ def test_bench_quick_smoke(tmp_path):
         assert measured["ok"], measured
         assert measured["rows"] == 20000
         assert measured["rows_per_s"] > 0 and measured["peak_rss_mb"] > 0
+    for layout in ("one_group", "many_groups"):
+        measured = results["row_group"][layout]
+        assert measured["ok"] and measured["rows_in_output"] == 300000 and measured["peak_rss_mb"] > 0, measured
     assert logreg["ratios"]["summary_cost"] is not None  # the run summary's cost is shown (issue 11)
+    engines = results["engines"]["logreg"]
+    for engine in ("local", "processes"):
+        assert engines[engine]["ok"], engines[engine]
+        assert engines[engine]["rows"] == 20000 and engines[engine]["in_order"] and engines[engine]["files_out"] == 4
+        assert engines[engine]["tree_peak_mb"] >= engines[engine]["peak_rss_mb"] > 0
+    stages = engines["stage_cpu"]["cpu_us_per_row"]
+    assert set(stages) == {"read", "assemble", "infer", "write"} and all(v > 0 for v in stages.values())
+    assert engines["stage_cpu"]["projection"]["cores_64"]["rows_per_s"] > 0
     assert (tmp_path / "r.json").exists()
     assert logreg["ratios"]["batchscore/best_peer by round"]  # one ratio per round
     names = [check["name"] for check in results["checks"]]

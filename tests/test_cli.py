@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, ROOT, make_table, mixed_table, write_files
+from conftest import FEATURES, ROOT, imputing_feeds, imputing_table, make_table, mixed_table, run_feeds, write_files
 
 KEEP = "id,segment"
 
@@ -71,6 +72,7 @@ def test_quiet_prints_nothing(models, dataset, tmp_path):
     [
         (["--device", "gpu"], ["device must be one of auto|cpu|cuda", "'gpu'"]),  # bad choice
         (["--batch-size", "0"], ["batch_size must be a positive"]),  # nonsense number
+        (["--batch-size", "100000000000"], ["up to 16,777,216, got 100,000,000,000"]),  # a typo, not a MemoryError
         (["--features", "f0,f1", "--keep", "f1"], ["'f1'", "both features and keep"]),  # contradiction
         (["--prediction-col", "id"], ["'id'", "--prediction-col"]),  # output would overwrite a kept column
     ],
@@ -83,10 +85,41 @@ def test_bad_options_exit_2(models, dataset, tmp_path, extra, needles):
     assert visible_output(out) == []
 
 
-def test_unknown_flag_is_usage_error(models, tmp_path):
-    result = cli("score", tmp_path, "--model", models["logreg"], "--out", tmp_path / "o", "--colour", "red")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr and "--colour" in result.stderr
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (  # unknown flag
+            ["score", "in", "-m", "m.onnx", "-o", "out", "--colour", "red"],
+            "score: no such option: --colour (possible options: --out); see 'batchscore score --help'",
+        ),
+        (  # a value of the wrong type
+            ["score", "in", "-m", "m.onnx", "-o", "out", "--batch-size", "many"],
+            "score: invalid value for '--batch-size': ",
+        ),
+        (  # missing required option
+            ["score", "in", "-m", "m.onnx"],
+            "score: missing option '--out' / '-o'; see 'batchscore score --help'",
+        ),
+        (["run"], "run: missing argument 'JOB'; see 'batchscore run --help'"),  # missing argument
+        (["scor", "in"], "no such command 'scor'; did you mean 'score'?; see 'batchscore --help'"),  # unknown command
+        (["score", "in", "--on-null"], "option '--on-null' requires an argument"),  # a flag without its value
+    ],
+)
+def test_command_line_errors_are_one_house_line_exit_2(args, line):
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.splitlines()[0]]  # one line, no usage block
+    assert result.stderr.startswith(f"batchscore: error: {line}")
+    as_json = cli(args[0], "--log-format", "json", *args[1:])  # seen even when parsing stops early
+    assert as_json.returncode == 2 and len(as_json.stderr.splitlines()) == 1
+    error = json.loads(as_json.stderr)
+    assert error["level"] == "ERROR" and error["exit_code"] == 2
+    assert error["message"].startswith(f"batchscore: error: {line}")
+
+
+def test_bare_command_shows_the_help_and_exits_2():
+    result = cli()
+    assert result.returncode == 2 and "Commands:" in result.stderr and "Traceback" not in result.stderr
 
 
 def _garbage(path: Path) -> Path:
@@ -111,6 +144,8 @@ def _file_with_column(tmp_path: Path, name: str, array: pa.Array) -> Path:
         ("string_feature", ["--features", ",".join([*FEATURES[:5], "segment"])], ["'segment'", "must be numeric"]),
         ("count", ["--features", ",".join(FEATURES[:5])], ["wants 6 features", "has 5"]),
         ("nulls", [], ["'f3' has 1 null value(s)", "--on-null"]),
+        ("duplicate", [], ["dup.parquet has column name(s) 'f1' more than once", "rename the duplicates"]),
+        ("filter_type", ["--filter", "segment > 3"], ["cannot be evaluated", "segment is string"]),  # before a row
     ],
 )
 def test_bad_data_exits_3(models, dataset, tmp_path, case, extra, needles):
@@ -127,6 +162,10 @@ def test_bad_data_exits_3(models, dataset, tmp_path, case, extra, needles):
         values = [1.0] * 20
         values[7] = None
         source = _file_with_column(tmp_path, "f3", pa.array(values, pa.float64()))
+    elif case == "duplicate":
+        table = make_table(5)
+        source = tmp_path / "dup.parquet"
+        pq.write_table(pa.Table.from_arrays(table.columns, names=[*table.column_names[:-1], "f1"]), source)
     else:
         source = dataset(files=1, rows=20)[0]
     keep = [] if "--features" in extra else ["--keep", KEEP]
@@ -184,6 +223,29 @@ def test_output_path_is_a_file_exits_5(models, dataset, tmp_path):
     (tmp_path / "out").write_text("x")
     result = cli("score", tmp_path / "in", "--model", models["logreg"], "--out", tmp_path / "out", "--keep", KEEP)
     assert_clean_error(result, 5, "is a file")
+
+
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ("under_a_file", "notes.txt is a file, not a folder"),  # a folder on the path is a file
+        ("a_folder", "it is a folder; pass --report with a file name"),
+    ],
+)
+def test_an_unwritable_report_fails_before_the_first_row_and_in_dry_run(models, dataset, tmp_path, where, needle):
+    dataset(files=1, rows=10)
+    (tmp_path / "notes.txt").write_text("x")
+    report = tmp_path / "notes.txt" / "r.json" if where == "under_a_file" else tmp_path / "in"
+    out = tmp_path / "out"
+    result = cli("score", tmp_path / "in", "-m", models["logreg"], "-o", out, "--keep", KEEP, "--report", report)
+    assert_clean_error(result, 5, f"cannot write report {report}", needle)
+    assert not out.exists()  # nothing scored, nothing committed: a retry after the fix starts clean
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[model]\npath = "{models["logreg"]}"\n[input]\npaths = "in"\nkeep = ["id", "segment"]\n'
+        f'[output]\npath = "out"\nreport = "{report}"\n'
+    )
+    assert_clean_error(cli("run", job, "--dry-run"), 5, f"cannot write report {report}", needle)
 
 
 def test_overwrite_replaces_old_output(models, dataset, tmp_path):
@@ -258,8 +320,42 @@ def test_help_documents_the_contract():
     ):
         assert flag in result.stdout
     top = cli("--help")
-    assert "score" in top.stdout and "inspect" in top.stdout
+    # every command's line in the list is a whole sentence, not cut at "Score INPUT..."
+    assert "  score    Score Parquet files with a model into an output folder.\n" in top.stdout
+    assert "  run      Run a job file (TOML), as cron or Airflow does.\n" in top.stdout
+    assert "  inspect  Show a model's inputs and outputs, or a Delta table's versions.\n" in top.stdout
+    assert "  report   Show an output's summary and its drift against a reference.\n" in top.stdout
+    assert "--install-completion" in top.stdout  # shell completion is on
     assert cli("--version").stdout.startswith("batchscore ")
+    assert cli("-V").stdout == cli("--version").stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "usage", "argument"),
+    [
+        ("score", "Usage: batchscore score [OPTIONS] INPUT...", "  INPUT...  Parquet files"),
+        ("run", "Usage: batchscore run [OPTIONS] JOB", "  JOB  The job file"),
+        ("inspect", "Usage: batchscore inspect [OPTIONS] MODEL", "  MODEL  The ONNX model file"),
+        ("report", "Usage: batchscore report [OPTIONS] OUT", "  OUT  An output folder"),
+    ],
+)
+def test_help_shows_metavars_not_python_types(command, usage, argument):
+    text = cli(command, "--help").stdout
+    assert text.startswith(usage + "\n") and argument in text
+    assert not re.search(r"<(str|int|float|bool|list)", text) and "{" not in text.split("Options:")[0]
+
+
+def test_shell_completion_completes_commands_and_choices():
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "_BATCHSCORE_COMPLETE": "complete_bash"}
+        env |= {"COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}
+        command = [sys.executable, "-c", "from batchscore.cli import main; main()"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert complete("batchscore sc") == ["score"]
+    assert complete("batchscore score data --on-null ") == ["error", "fill", "skip"]
 
 
 def test_inspect_shows_model_and_mapping(models, dataset, tmp_path):
@@ -277,6 +373,16 @@ def test_inspect_shows_model_and_mapping(models, dataset, tmp_path):
     assert "keep: id, segment" in mapped.stdout
     bad = cli("inspect", models["logreg"], "--data", tmp_path / "in")
     assert_clean_error(bad, 3, "wants 6 features", "id, f0", "'id' look(s) like ids: pass --keep id")
+
+
+def test_a_2000_column_table_gives_one_short_error_line(models, tmp_path):
+    import numpy as np
+
+    zeros = pa.array(np.zeros(3))
+    pq.write_table(pa.table({f"c{i:04d}": zeros for i in range(2000)}), tmp_path / "wide.parquet")
+    result = cli("inspect", models["logreg"], "--data", tmp_path / "wide.parquet")
+    assert_clean_error(result, 3, "wants 6 features, but the data has 2000 numeric feature columns", "... 1992 more")
+    assert len(result.stderr) < 600
 
 
 NIGHTLY = ROOT / "jobs" / "nightly_example.toml"
@@ -319,11 +425,12 @@ def test_run_refuses_a_model_that_is_not_the_pinned_one(tmp_path):
         ("[output]\npath = 'o'\nmod = 'overwrite'\n", ["unknown key 'output.mod'", "did you mean 'mode'"]),  # typo
         ("[run]\nbatch_size = '10'\n", ["'run.batch_size' must be an integer"]),  # wrong type
         ("[model]\npath = 'm.onnx'\n", ["missing required key(s) 'input.paths', 'output.path'"]),  # incomplete
+        ("# r\u00e9sum\u00e9 in Latin-1\n[model]\n", ["not UTF-8 text (byte 0xe9 at offset 3)", "save it as UTF-8"]),
     ],
 )
 def test_run_bad_job_file_exits_2_naming_file_and_key(tmp_path, text, needles):
     job = tmp_path / "bad.toml"
-    job.write_text(text)
+    job.write_bytes(text.encode("latin-1"))
     assert_clean_error(cli("run", job), 2, str(job), *needles)
 
 
@@ -395,3 +502,32 @@ def test_sigterm_cleans_up_and_exits_143(models, tmp_path):
     assert "Traceback" not in stderr
     assert visible_output(out) == []
     assert not (out / "_batchscore").exists()
+
+
+def test_nulls_into_a_model_that_imputes_them(imputing_model, tmp_path):
+    """skl2onnx's SimpleImputer is trained to replace NaN: nulls must reach it as NaN, never silently as 0."""
+    import numpy as np
+
+    table = imputing_table(200, seed=8)
+    pq.write_table(table, tmp_path / "in.parquet")
+    nulls = table["a"].null_count
+    base = ["score", tmp_path / "in.parquet", "-m", imputing_model, "--keep", "id"]
+    refused = cli(*base, "-o", tmp_path / "refused")
+    assert refused.returncode == 3 and "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f"batchscore: error: feature column 'a' has {nulls} null value(s) in {tmp_path / 'in.parquet'}; "
+        "model input 'a' imputes missing values itself (an Imputer node reads it): "
+        "pass --on-null fill and they reach it as NaN"
+    )
+    filled = cli(*base, "-o", tmp_path / "nan", "--on-null", "fill")
+    assert filled.returncode == 0, filled.stderr
+    got = pq.read_table(tmp_path / "nan")
+    labels, probs = run_feeds(imputing_model, imputing_feeds(table, np.nan))
+    assert got["prediction"].to_pylist() == labels.tolist()
+    np.testing.assert_array_equal(got["prob_1"].to_numpy(), probs[:, 1])
+    zero = cli(*base, "-o", tmp_path / "zero", "--on-null", "fill", "--fill-value", "0")  # asked for: done, with a word
+    assert zero.returncode == 0, zero.stderr
+    assert "model input 'a' imputes missing values itself, but --fill-value 0.0 replaces nulls" in zero.stderr
+    _, zero_probs = run_feeds(imputing_model, imputing_feeds(table, 0.0))
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "zero")["prob_1"].to_numpy(), zero_probs[:, 1])
+    assert not np.array_equal(zero_probs, probs)

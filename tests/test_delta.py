@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,7 @@ def test_delta_output_reads_back_like_the_parquet_output(models, tmp_path):
     batchscore.run(spec.replace(format="parquet", out=str(tmp_path / "parquet")))
 
     got = read(tmp_path / "table")
-    want = pl.read_parquet(
-        tmp_path / "parquet" / "ds=2026-11-20" / "*.parquet", hive_partitioning=True, try_parse_hive_dates=False
-    ).sort("id")
+    want = pl.read_parquet(tmp_path / "parquet" / "ds=2026-11-20" / "*.parquet", hive_partitioning=True).sort("id")
     assert sorted(got.columns) == sorted(want.columns) == sorted([*KEEP, "prediction", "prob_0", "prob_1", "prob_2"])
     assert got.select(want.columns).equals(want)
     assert dict(got.schema) == dict(want.schema)
@@ -69,7 +68,7 @@ def test_delta_output_reads_back_like_the_parquet_output(models, tmp_path):
 
     sql = deltalake.QueryBuilder().register("scores", deltalake.DeltaTable(str(tmp_path / "table")))
     counted = pa.table(sql.execute("SELECT ds, count(*) AS n FROM scores GROUP BY ds").read_all())
-    assert counted.to_pylist() == [{"ds": "2026-11-20", "n": 3600}]
+    assert counted.to_pylist() == [{"ds": date(2026, 11, 20), "n": 3600}]  # a ds= folder is a date (issue 9)
 
 
 def test_duckdb_reads_it_when_its_delta_extension_loads(models, tmp_path):
@@ -89,18 +88,18 @@ def test_two_nights_then_a_rerun_of_the_first_replaces_it_in_one_commit(models, 
         day_files(tmp_path, ds)
     batchscore.run(nightly(tmp_path, "2026-11-20", models["logreg"]))
     batchscore.run(nightly(tmp_path, "2026-11-21", models["logreg"]))
-    first = read(tmp_path / "table").filter(pl.col("ds") == "2026-11-20")
+    first = read(tmp_path / "table").filter(pl.col("ds") == date(2026, 11, 20))
 
     # a fixed model rescores the first night
     batchscore.run(nightly(tmp_path, "2026-11-20", models["forest"], mode="overwrite"))
 
     assert [h["version"] for h in history(tmp_path / "table")] == [2, 1, 0]
     now = read(tmp_path / "table")
-    assert now.group_by("ds").len().sort("ds").rows() == [("2026-11-20", 3000), ("2026-11-21", 2500)]
-    rescored = now.filter(pl.col("ds") == "2026-11-20")
+    assert now.group_by("ds").len().sort("ds").rows() == [(date(2026, 11, 20), 3000), (date(2026, 11, 21), 2500)]
+    rescored = now.filter(pl.col("ds") == date(2026, 11, 20))
     assert rescored["id"].equals(first["id"])  # replaced, not duplicated
     assert not rescored["prob_0"].equals(first["prob_0"])
-    assert read(tmp_path / "table", version=1).filter(pl.col("ds") == "2026-11-20").equals(first)  # time travel
+    assert read(tmp_path / "table", version=1).filter(pl.col("ds") == date(2026, 11, 20)).equals(first)  # time travel
     assert read(tmp_path / "table", version=1).height == 5500
 
 
@@ -147,7 +146,7 @@ def test_each_commit_records_its_lineage(models, tmp_path):
     assert ours["batchscore_version"] == batchscore.__version__
     assert ours["rows"] == commit["operationMetrics"]["num_added_rows"] == 3000
     assert ours["partition"] == "ds=2026-11-20"
-    assert commit["operationParameters"]["predicate"] == "ds = '2026-11-20'"  # delta-rs unquotes it
+    assert commit["operationParameters"]["predicate"] == "ds = '2026-11-20'::date"  # delta-rs unquotes it
 
 
 def _corrupt_data_pages(path: Path) -> None:
@@ -222,7 +221,7 @@ def test_files_a_failed_run_left_are_vacuumed_by_the_next_run_once_old_enough(mo
     batchscore.run(nightly(tmp_path, "2026-11-21", models["forest"], mode="overwrite"))
     assert not orphans() & left
     assert "no version references" in caplog.text
-    assert read(table, version=0).filter(pl.col("ds") == "2026-11-20").height == 3000  # time travel intact
+    assert read(table, version=0).filter(pl.col("ds") == date(2026, 11, 20)).height == 3000  # time travel intact
 
 
 def test_another_output_schema_is_refused_with_the_way_to_write_it(models, tmp_path):
@@ -240,8 +239,8 @@ def test_another_output_schema_is_refused_with_the_way_to_write_it(models, tmp_p
     batchscore.run(more.replace(schema_mode="merge"))
     merged = read(tmp_path / "table")
     assert merged.group_by("ds").agg(pl.col("score").null_count()).sort("ds").rows() == [
-        ("2026-11-20", 3000),
-        ("2026-11-21", 0),
+        (date(2026, 11, 20), 3000),
+        (date(2026, 11, 21), 0),
     ]
 
 
@@ -294,7 +293,7 @@ def _stream_into(out: DeltaOutput, ready, files: list[int]) -> None:
     from batchscore.scorer import BatchScorer
 
     schema = ready.plan.output_schema(ready.files[0])
-    scorer = BatchScorer(ready.model, ready.plan, batch_size=1024, on_null="error", fill_value=0.0)
+    scorer = BatchScorer(ready.model, ready.plan, on_null="error", fill_value=0.0)
     for index in files:
         file = ready.files[index]
         batches = []
@@ -349,7 +348,7 @@ def test_two_nights_committing_at_once_both_land(models, tmp_path):
         assert "Traceback" not in stderr
         if code == 5:  # lost a race delta-rs could not reconcile: a clean message, nothing half-written
             assert "another run committed" in stderr
-    counts = dict(read(tmp_path / "table").group_by("ds").len().rows())
+    counts = {str(ds): n for ds, n in read(tmp_path / "table").group_by("ds").len().rows()}  # ds: dates
     landed = [ds for ds, (code, _) in zip(DAYS, results, strict=True) if code == 0]
     assert counts == {ds: 60_000 for ds in landed}
 
@@ -473,4 +472,4 @@ def test_sigterm_mid_stream_commits_nothing_and_exits_143(models, tmp_path):
     assert proc.wait(timeout=60) == 143, rest
     assert "terminated (SIGTERM); nothing was committed" in rest and "Traceback" not in rest
     assert deltalake.DeltaTable(str(tmp_path / "table")).version() == 0
-    assert read(tmp_path / "table")["ds"].unique().to_list() == ["2026-11-20"]
+    assert read(tmp_path / "table")["ds"].unique().to_list() == [date(2026, 11, 20)]

@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import mixed_table
+from conftest import imputing_feeds, imputing_table, mixed_table, run_feeds
 from typer.testing import CliRunner
 
 import batchscore
@@ -108,3 +108,64 @@ def test_device_goes_to_the_model_not_to_score(mixed_model):
 def test_something_else_is_refused(mixed_model):
     with pytest.raises(JobSpecError, match=r"cannot score a builtins.list"):
         batchscore.score([1, 2], mixed_model)
+
+
+FRAME_KINDS = [
+    ("polars", pl.from_arrow, lambda df: df.to_arrow()),
+    ("lazy", lambda t: pl.from_arrow(t).lazy(), lambda lf: lf.collect().to_arrow()),
+    ("lazy-streaming", lambda t: pl.from_arrow(t).lazy(), lambda lf: lf.collect(engine="streaming").to_arrow()),
+    ("arrow", lambda t: t, lambda t: t),
+    ("pandas", lambda t: t.to_pandas(), lambda df: pa.Table.from_pandas(df, preserve_index=False)),
+]
+
+
+@pytest.mark.parametrize(("kind", "convert", "back"), FRAME_KINDS)
+def test_nulls_reach_an_imputing_input_as_nan_on_every_path(imputing_model, kind, convert, back):
+    """With on_null="fill" and no fill value, nulls in a and b (an Imputer reads them) are NaN, as in training;
+    c, which the model does not impute, gets 0. The same numbers as onnxruntime fed that way."""
+    table = imputing_table(300, seed=5).set_column(3, "c", pa.array([None, *np.ones(299)], pa.float64()))
+    got = back(batchscore.score(convert(table), imputing_model, on_null="fill", batch_size=128))
+    feeds = imputing_feeds(table, np.nan)
+    feeds["c"][0, 0] = 0.0
+    labels, probs = run_feeds(imputing_model, feeds)
+    assert got["prediction"].to_pylist() == labels.tolist()
+    np.testing.assert_array_equal(got["prob_1"].to_numpy(), probs[:, 1])
+
+
+@pytest.mark.parametrize(("kind", "convert", "back"), FRAME_KINDS)
+def test_nan_fill_for_an_integer_input_fails_only_where_it_has_nulls(imputing_model, kind, convert, back):
+    """One rule for eager frames, lazy frames and the CLI: fill_value=nan is fine until an int64 input has a null."""
+    table = imputing_table(50, seed=6)
+    back(batchscore.score(convert(table), imputing_model, on_null="fill", fill_value=float("nan")))  # n has no null
+    holes = table.set_column(4, "n", pa.array([None, *range(49)], pa.int64()))
+    with pytest.raises(JobSpecError, match=r"--fill-value nan cannot fill model input n: tensor\(int64\) \[N, 1\]"):
+        back(batchscore.score(convert(holes), imputing_model, on_null="fill", fill_value=float("nan")))
+
+
+def test_pandas_nan_is_a_null(imputing_model):
+    """pandas marks a missing float as NaN (df.isna() is True), so NaN in a pandas frame counts as a null and follows
+    on_null, as it does when pandas writes the frame to Parquet. In Polars, Arrow and Parquet NaN is a value."""
+    frame = imputing_table(20, seed=7, nulls=False).to_pandas()
+    frame.loc[3, "c"] = np.nan
+    with pytest.raises(NullValuesError, match=r"'c' has 1 null value\(s\) in the pandas DataFrame"):
+        batchscore.score(frame, imputing_model)
+    as_polars = batchscore.score(pl.from_pandas(frame, nan_to_null=False), imputing_model)  # NaN stays a value
+    assert as_polars["prediction"].null_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "needle"),
+    [
+        (
+            ["1.5", 2.0, None, 3.0],
+            r"pandas column 'c' \(object\) cannot be converted to Arrow: Expected bytes",
+        ),
+        ([{"x": 1}, 2.0, 3.0, 4.0], r"pandas column 'c' \(object\) cannot be converted to Arrow"),
+    ],
+)
+def test_a_pandas_column_of_mixed_objects_is_a_schema_error(imputing_model, column, needle):
+    frame = imputing_table(4, nulls=False).to_pandas()
+    frame["c"] = pd.Series(column, dtype=object)
+    with pytest.raises(batchscore.SchemaMismatchError, match=needle) as raised:
+        batchscore.score(frame, imputing_model)
+    assert raised.value.exit_code == 3 and "astype(str)" in str(raised.value)

@@ -127,6 +127,7 @@ def test_every_score_option_has_a_job_key():
     cli_only = {"quiet", "verbose", "log_format"}  # how to log, not what to score
     flags = set(inspect.signature(score).parameters) - cli_only
     keys = {key.field for section in KEYS.values() for key in section.values()}
+    keys.add("storage_options")  # the [storage] table: any of pyarrow's option names, as --storage-option
     assert flags == keys
     assert keys == {f.name for f in fields(JobSpec)} - {"job", "history"}  # both set by the job file itself
 
@@ -251,6 +252,44 @@ def test_input_columns_from_a_job_file_and_set(tmp_path):
     assert spec.input_map == {"income": ("annual_income",), "X": ("a", "b")}
     spec = load_job(job(tmp_path, MINIMAL), overrides=['input.columns={city = "town"}'])
     assert spec.input_map == {"city": ("town",)}
+
+
+def test_storage_table_and_uris(tmp_path):
+    path = job(
+        tmp_path,
+        """
+        [model]
+        path = "s3://models/m.onnx"
+        [input]
+        paths = ["s3://lake/events/ds={ds}", "local/in"]
+        [output]
+        path = "gs://scores/ds={ds}"
+        [storage]
+        endpoint_override = "127.0.0.1:9000"
+        anonymous = true
+        connect_timeout = 3
+        """,
+    )
+    spec = load_job(path, ds="2026-11-20", overrides=["storage.scheme=http"])
+    assert spec.model == "s3://models/m.onnx"  # URIs are not joined to the job's folder
+    assert spec.inputs == ("s3://lake/events/ds=2026-11-20", f"{tmp_path}/jobs/local/in")
+    assert spec.out == "gs://scores/ds=2026-11-20"
+    expected = {"endpoint_override": "127.0.0.1:9000", "anonymous": True, "connect_timeout": 3.0, "scheme": "http"}
+    assert spec.storage_options == expected
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('endpoint = "x"', "unknown storage option 'endpoint' (did you mean 'endpoint_override'?)"),
+        ("anonymous = [1]", "key 'storage.anonymous' must be a string, number or true/false, got list [1]"),
+    ],
+)
+def test_bad_storage_table(tmp_path, table, message):
+    path = job(tmp_path, MINIMAL + "\n[storage]\n" + table + "\n")
+    with pytest.raises(JobSpecError) as info:
+        load_job(path)
+    assert message in str(info.value)
 
 
 def test_drift_flags_of_run_win_over_the_job_file(tmp_path):

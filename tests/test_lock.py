@@ -66,7 +66,7 @@ def test_lock_is_released_on_failure(models, dataset, tmp_path):
     with pytest.raises(batchscore.OutputExistsError):  # refused under the lock
         batchscore.run(spec(tmp_path, models["logreg"]))
     with pytest.raises(batchscore.SchemaMismatchError, match="cannot be evaluated"):  # failed mid-run
-        batchscore.run(spec(tmp_path, models["logreg"], mode="overwrite", filter="id > 'x'"))
+        batchscore.run(spec(tmp_path, models["logreg"], mode="overwrite", filter="CAST(segment AS INTEGER) > 1"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "_SUCCESS",
         "_batchscore.json",

@@ -181,3 +181,18 @@ def test_mapping_errors(models, mixed_model, helper_models, tmp_path, model, dat
     assert "\n" not in message
     if issubclass(error, SchemaMismatchError | NullValuesError):
         assert "part-0.parquet" in message  # data errors name the file
+
+
+def test_a_wide_table_gives_a_short_error_with_the_counts_and_the_first_names(models, tmp_path):
+    """2,000 numeric columns into a 6-feature model: the counts and the first few names, not a 14 KB line."""
+    wide = pa.table({f"c{i:04d}": pa.array(np.zeros(3)) for i in range(2000)})
+    with pytest.raises(SchemaMismatchError) as raised:
+        plan(wide, models["logreg"], tmp_path)
+    message = str(raised.value)
+    assert "wants 6 features, but the data has 2000 numeric feature columns" in message
+    assert "(c0000, c0001, c0002, c0003, c0004, c0005, c0006, c0007, ... 1992 more)" in message
+    assert len(message) < 500 and "\n" not in message
+    zeros = pa.array(np.zeros(3))
+    ids = pa.table({f"x{i}_id": zeros for i in range(20)} | {f: zeros for f in FEATURES})
+    with pytest.raises(SchemaMismatchError, match=r"20 columns look like ids \('x0_id', 'x1_id', .* 12 more\)"):
+        plan(ids, models["logreg"], tmp_path / "ids")

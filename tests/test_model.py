@@ -7,7 +7,7 @@ import pytest
 from conftest import direct_run, training_data
 
 from batchscore import Model
-from batchscore.errors import ModelError
+from batchscore.errors import JobSpecError, ModelError
 from batchscore.outputs import output_columns
 
 
@@ -59,6 +59,19 @@ def test_output_whose_first_dimension_is_not_rows_is_an_error(models):
     col = OutputColumn("y", pa.float32(), "y", "value")
     with pytest.raises(ModelError, match=r"model output 'y' has shape \[3\] for a batch of 4 rows"):
         decode_outputs([col], {"y": np.zeros(3, np.float32)}, rows=4, mask=None)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "needle"),
+    [
+        ({"device": "tpu"}, JobSpecError, r"device must be one of auto\|cpu\|cuda, got 'tpu'"),  # not run on the CPU
+        ({"device": "cpu", "threads": 0}, JobSpecError, r"threads must be at least 1, got 0"),
+        ({"device": "cpu", "threads": "2"}, JobSpecError, r"threads must be an integer, got str '2'"),
+    ],
+)
+def test_model_options_are_checked_before_loading(models, options, error, needle):
+    with pytest.raises(error, match=needle):
+        Model(models["logreg"], **options)
 
 
 def test_unloadable_model_names_the_file(tmp_path):
@@ -128,25 +141,41 @@ def test_fixed_batch_dimension(models, helper_models):
     assert Model(str(models["logreg"]), device="cpu").batch_dim is None
 
 
+def test_inputs_an_imputer_reads_are_found(models, imputing_model, tmp_path):
+    """skl2onnx writes SimpleImputer as an Imputer node replacing NaN; the inputs that flow into it impute NaN."""
+    assert Model(imputing_model, device="cpu").imputed_inputs == {"a", "b"}  # through a Concat; not c or n
+    assert Model(imputing_model, device="cpu").describe()["imputes_nan"] == ["a", "b"]
+    assert Model(models["logreg"], device="cpu").imputed_inputs == frozenset()
+    from skl2onnx import to_onnx
+    from sklearn.impute import SimpleImputer
+
+    x, _ = training_data(rows=50)
+    sentinel = SimpleImputer(missing_values=-1.0).fit(x)  # replaces -1, not NaN: a null is not what it imputes
+    path = tmp_path / "sentinel.onnx"
+    path.write_bytes(to_onnx(sentinel, x[:1]).SerializeToString())
+    assert Model(path, device="cpu").imputed_inputs == frozenset()
+
+
 # --- the model read without the onnx package (issue 15) ---
 
 FIXTURE_MLP = __import__("pathlib").Path(__file__).parent / "fixtures" / "torch_mlp.onnx"
 
 
-def all_models(models, helper_models, boosted_models, mixed_model):
+def all_models(models, helper_models, boosted_models, mixed_model, imputing_model):
     found = {**models, **{f"helper_{k}": v for k, v in helper_models.items()}}
     found.update({f"boosted_{k}": v for k, v in boosted_models.items()})
     found["mixed"] = mixed_model
+    found["imputing"] = imputing_model
     found["torch_mlp"] = FIXTURE_MLP
     return found
 
 
-def test_the_wire_reader_reads_what_onnx_reads(models, helper_models, boosted_models, mixed_model):
+def test_the_wire_reader_reads_what_onnx_reads(models, helper_models, boosted_models, mixed_model, imputing_model):
     from batchscore.model import _read_onnx, _read_wire
 
     read = 0
-    for name, path in all_models(models, helper_models, boosted_models, mixed_model).items():
-        wire, full = _read_wire(str(path)), _read_onnx(str(path))
+    for name, path in all_models(models, helper_models, boosted_models, mixed_model, imputing_model).items():
+        wire, full = _read_wire(str(path), None), _read_onnx(str(path), None)
         if full.zipmap_removed:
             assert wire is None, name  # a ZipMap to cut: onnx does it
             continue
@@ -154,6 +183,8 @@ def test_the_wire_reader_reads_what_onnx_reads(models, helper_models, boosted_mo
             continue  # something the wire reader leaves to onnx: onnx reads it, as before
         assert wire == full, name
         read += 1
+        data = path.read_bytes() if hasattr(path, "read_bytes") else open(path, "rb").read()  # noqa: SIM115
+        assert _read_wire("remote.onnx", data) == _read_onnx("remote.onnx", data), name  # a model from a store
     assert read >= 10
 
 

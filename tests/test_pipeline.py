@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 import batchscore
 from batchscore import JobSpec, NullValuesError
+from batchscore.reader import resolve_inputs, scan
 
 
 def score(inputs: list[Path] | Path, model: Path, out: Path, **options: object) -> batchscore.RunReport:
@@ -136,7 +139,7 @@ def test_rows_out_equal_rows_in_whatever_the_batching(models, tmp_path_factory, 
         np.testing.assert_allclose(got["prob_0"].to_numpy(), want[:, 0], rtol=1e-5, atol=1e-7)
 
 
-def test_hive_partition_folders_become_string_columns(models, tmp_path):
+def test_hive_partition_folders_become_typed_columns(models, tmp_path):
     write_files(tmp_path / "in" / "ds=2026-11-20" / "region=eu", [make_table(100, seed=1)])
     write_files(tmp_path / "in" / "ds=2026-11-21" / "region=us", [make_table(50, seed=2)])
     spec = JobSpec(
@@ -146,9 +149,54 @@ def test_hive_partition_folders_become_string_columns(models, tmp_path):
     got = read_out(tmp_path / "out")
     assert report.keep == ["id", "segment", "ds", "region"]
     assert report.features == FEATURES
-    assert got.schema.field("ds").type == pa.string()
-    assert got["ds"].to_pylist() == ["2026-11-20"] * 100 + ["2026-11-21"] * 50
+    assert got.schema.field("ds").type == pa.date32() and got.schema.field("region").type == pa.string()
+    assert [d.isoformat() for d in got["ds"].to_pylist()] == ["2026-11-20"] * 100 + ["2026-11-21"] * 50
     assert got["region"].to_pylist() == ["eu"] * 100 + ["us"] * 50
+
+
+def test_typed_partitions_are_the_same_in_filter_features_and_output(models, tmp_path):
+    """month=7 is a number when read, filtered (month = 7), fed to the model and written back as a folder."""
+    for month, seed in ((7, 1), (12, 2)):
+        table = make_table(40, seed=seed).drop_columns(["f5"])
+        write_files(tmp_path / "in" / f"month={month}" / "ds=2026-11-20", [table])
+    spec = JobSpec(
+        inputs=(str(tmp_path / "in"),),
+        model=str(models["regressor"]),
+        out=str(tmp_path / "out"),
+        features=(*FEATURES[:5], "month"),  # a folder value feeding a float input
+        keep=("id", "ds"),
+        filter="month = 7 AND ds = DATE '2026-11-20'",
+        partition_by=("ds",),
+    )
+    report = batchscore.run(spec)
+    assert report.rows_written == 40 and report.rows_filtered == 40
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("_")) == ["ds=2026-11-20"]
+    (day,) = scan(resolve_inputs([str(tmp_path / "out")]))  # read back: the folder is a date again
+    assert day.full_schema.field("ds").type == pa.date32()
+    got = pq.read_table(day.path)
+    x = pq.read_table(tmp_path / "in" / "month=7" / "ds=2026-11-20" / "part-0.parquet")
+    matrix = np.column_stack([*(x[c].to_numpy() for c in FEATURES[:5]), np.full(40, 7.0)]).astype(np.float32)
+    np.testing.assert_allclose(got["prediction"].to_numpy(), direct_run(models["regressor"], matrix)[0].ravel())
+
+
+def test_a_filter_that_removes_a_whole_file_leaves_an_empty_part(models, tmp_path):
+    """One part per input file, even an empty one (0 rows, the full schema): resume knows the file is done,
+    and every engine reads it as no rows. With partition_by it leaves no file at all."""
+    files = write_files(tmp_path / "in", [make_table(30, seed=1), make_table(30, seed=2, start_id=100)])
+    report = score(files, models["logreg"], tmp_path / "out", filter="id >= 100")
+    assert report.rows_written == 30 and report.rows_filtered == 30
+    parts = sorted((tmp_path / "out").glob("*.parquet"))
+    assert [pq.read_metadata(p).num_rows for p in parts] == [0, 30]
+    assert pq.read_schema(parts[0]).names == ["id", "segment", "prediction", "prob_0", "prob_1", "prob_2"]
+    import duckdb
+    import polars as pl
+
+    assert pl.read_parquet(tmp_path / "out" / "*.parquet")["id"].to_list() == list(range(100, 130))
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp_path}/out/*.parquet')").fetchall() == [(30,)]
+    split = score(files, models["logreg"], tmp_path / "split", filter="id >= 100", partition_by=("segment",))
+    assert split.rows_written == 30 and (tmp_path / "split" / "_SUCCESS").exists()
+    written = sorted(p.name for p in (tmp_path / "split").glob("*/*.parquet"))
+    assert written and all(name.startswith("part-00001-") for name in written)
 
 
 def _with_nulls(tmp_path: Path) -> Path:
@@ -229,6 +277,41 @@ def test_report_file_and_footer_metadata(models, dataset, tmp_path):
     assert meta["run_id"] == report.run_id
 
 
+def test_a_report_lost_after_the_commit_does_not_fail_the_run(models, dataset, tmp_path, caplog, monkeypatch):
+    """The output is committed before the report is written: a report that cannot be written then is an error
+    line, not a failed run that every retry fails again."""
+    monkeypatch.setattr(logging.getLogger("batchscore"), "propagate", True)  # an in-process CLI run may have cut it
+    dataset(files=1, rows=50)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def folder_becomes_a_file(progress: batchscore.Progress) -> None:  # passes the check, fails the write
+        if reports.is_dir():
+            reports.rmdir()
+            reports.write_text("not a folder any more")
+
+    spec = JobSpec(
+        inputs=(str(tmp_path / "in"),),
+        model=str(models["logreg"]),
+        out=str(tmp_path / "out"),
+        keep=("id", "segment"),
+        report=str(reports / "r.json"),
+    )
+    report = batchscore.run(spec, progress=folder_becomes_a_file)
+    assert report.rows_written == 50 and (tmp_path / "out" / "_SUCCESS").exists()
+    assert "the output is committed, but the report is not: cannot write report" in caplog.text
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into any folder")
+def test_an_unwritable_report_folder_fails_before_the_first_row(models, dataset, tmp_path):
+    dataset(files=1, rows=10)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(batchscore.OutputError, match=r"folder .*locked is not writable"):
+        score(tmp_path / "in", models["logreg"], tmp_path / "out", report=str(locked / "r.json"))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("call_rows", [100, 333, 1000])  # even, ragged, and one call per batch
 def test_cpu_calls_are_sliced_and_joined_back_in_order(models, dataset, tmp_path, monkeypatch, call_rows):
     from batchscore import scorer
@@ -244,7 +327,7 @@ def test_cpu_calls_are_sliced_and_joined_back_in_order(models, dataset, tmp_path
 
 def test_assembly_in_its_own_thread_gives_the_same_output(models, tmp_path, monkeypatch):
     """The GPU's four-stage pipeline, forced on the CPU: same rows, same numbers, same per-part null counts."""
-    from batchscore import pipeline
+    from batchscore import tasks
 
     tables = []
     for i in range(3):
@@ -256,7 +339,7 @@ def test_assembly_in_its_own_thread_gives_the_same_output(models, tmp_path, monk
     write_files(tmp_path / "in", tables, row_group_size=512)
     runs = {}
     for name, providers in (("inline", frozenset()), ("threaded", frozenset({"CPUExecutionProvider"}))):
-        monkeypatch.setattr(pipeline, "ASSEMBLE_IN_THREAD", providers)
+        monkeypatch.setattr(tasks, "ASSEMBLE_IN_THREAD", providers)
         out = tmp_path / name
         report = score(tmp_path / "in", models["logreg"], out, batch_size=256, on_null="fill", mode="resume")
         manifest = json.loads((out / "_batchscore.json").read_text())
@@ -276,7 +359,7 @@ def test_assembly_in_its_own_thread_gives_the_same_output(models, tmp_path, monk
     ],
 )
 def test_scored_output_waiting_for_the_writer_is_bounded_in_bytes(columns, depth):
-    from batchscore.pipeline import _write_queue_depth
+    from batchscore.tasks import _write_queue_depth
 
     schema = pa.schema([(f"c{i}", t) for i, t in enumerate(columns)])
     assert _write_queue_depth(schema, 65536) == depth
