@@ -1031,8 +1031,8 @@ def print_checks(checks: list[dict[str, Any]], *, rows: int) -> None:
     log("== targets")
     if rows < DEFAULT_ROWS:
         log(
-            f"  (the targets are set for the default {DEFAULT_ROWS:,}-row run; at {rows:,} rows start-up, "
-            "about 0.5 s a process, weighs on every ratio)"
+            f"  (the targets are set for the default {DEFAULT_ROWS:,}-row run; at {rows:,} rows the start-up of each "
+            "process weighs on every ratio)"
         )
     for ck in checks:
         val = ck["value"]
