@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
-## bench: throughput and peak memory against hand-written loops, side by side in one run (about 4 minutes)
+## bench: throughput and peak memory against hand-written loops, in interleaved rounds (about 20 minutes on 2 cores)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
