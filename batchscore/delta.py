@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -300,7 +301,7 @@ class DeltaOutput:
         """No table yet: a local path must not be a file or a folder holding something else (Parquet parts)."""
         if "://" in self.path or not os.path.exists(self.path):
             return
-        if not os.path.isdir(self.path) or os.listdir(self.path):
+        if not os.path.isdir(self.path) or not all(_delta_in_the_making(n) for n in os.listdir(self.path)):
             what = "a file" if not os.path.isdir(self.path) else "a folder that is not a Delta table (no _delta_log)"
             msg = f"output {self.path} is {what}; choose another --out for the Delta table, or remove it"
             raise OutputExistsError(msg)
@@ -570,3 +571,14 @@ class DeltaOutput:
 
 def _columns(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+_DELTA_DATA = re.compile(r"part-\d+-[0-9a-f-]+-c\d+(\.\w+)?\.parquet")
+
+
+def _delta_in_the_making(name: str) -> bool:
+    """What another run's first write to a new table leaves before its log exists: its data files, in hive
+    folders or not, or the log folder itself (two first nights racing both see a folder with no table yet)."""
+    return (
+        name == "_delta_log" or ("=" in name and not name.startswith(("_", "."))) or bool(_DELTA_DATA.fullmatch(name))
+    )
