@@ -1,5 +1,5 @@
 """``python -m batchscore``: the same as the ``batchscore`` command."""
 
-from batchscore.cli import main
+from batchscore.cli import entry
 
-main()
+entry()

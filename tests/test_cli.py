@@ -345,6 +345,27 @@ def test_help_shows_metavars_not_python_types(command, usage, argument):
     assert not re.search(r"<(str|int|float|bool|list)", text) and "{" not in text.split("Options:")[0]
 
 
+def test_the_command_line_starts_without_pydantic_and_with_one_blas_thread(models, dataset, tmp_path):
+    """Start-up (issue 15): a whole run parses its options without pydantic (typer 0.29 does, 0.2-0.3 s a
+    run), and numpy's OpenBLAS does not spin a thread per core; a user's own OPENBLAS_NUM_THREADS is kept."""
+    files = dataset(files=1, rows=10)
+    argv = ["batchscore", "score", *map(str, files), "--model", str(models["logreg"]), "--out", str(tmp_path / "o")]
+    code = (
+        "import os, sys, threadpoolctl\n"
+        "from batchscore.cli import main\n"
+        f"sys.argv = {argv + ['--keep', 'id', '--mode', 'overwrite', '--quiet']!r}\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print(code, 'pydantic' in sys.modules, [i['num_threads'] for i in threadpoolctl.threadpool_info()"
+        " if i['internal_api'] == 'openblas'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["0", "False", "[1]"], run.stderr
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["0", "False", "[2]"], run.stderr
+
+
 def test_shell_completion_completes_commands_and_choices():
     def complete(words: str) -> list[str]:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "_BATCHSCORE_COMPLETE": "complete_bash"}

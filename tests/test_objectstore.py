@@ -212,7 +212,9 @@ def test_a_run_whose_lock_was_taken_knows_it_lost_it(s3):
     [
         ({"host": platform.node(), "pid": "dead"}, 0, True),  # same host, no such process: at once
         ({"heartbeat": "old"}, 1.2, True),  # another host, no sign of life for longer than the expiry
-        ({"heartbeat": "old"}, 0, False),  # the store's clock says the object was just written: alive
+        # the store's clock says the object was just written: alive. Its times have 1 s resolution (and are
+        # truncated), so the expiry here is well above 1 s: a loaded machine read the lock 1.05 s "old" once
+        ({"heartbeat": "old"}, 0, False),
         ({"heartbeat": "ahead"}, 1.2, False),  # fresh by the owner's clock (ahead of ours): the later time wins
         ({"host": platform.node(), "pid": "mine"}, 0, False),  # a live process on this host: alive
     ],
@@ -228,7 +230,7 @@ def test_stale_locks_are_taken_over(s3, caplog, owner, wait, taken):
     }
     write_owner(s3, **{k: replace.get(v, v) if isinstance(v, str) else v for k, v in owner.items()})
     time.sleep(wait)
-    lock = lock_at(s3, run_id="mine", expiry_s=1.0)
+    lock = lock_at(s3, run_id="mine", expiry_s=1.0 if wait else 5.0)
     if not taken:
         with pytest.raises(OutputLockedError, match="is being written by another run"):
             lock.acquire()
