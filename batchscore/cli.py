@@ -683,8 +683,9 @@ class _Progress:
 def main(argv: list[str] | None = None) -> None:
     """The command line on ``argv`` (default: ``sys.argv[1:]``), ending in ``SystemExit`` with the exit code.
 
-    The console script runs it through :func:`entry`. Click's errors (unknown flag or command, bad or missing value) become the house
-    one-line ``batchscore: error: ...`` (a JSON object under ``--log-format json``), exit 2.
+    The console script runs it through :func:`entry`. Click's errors (unknown flag or command, bad or
+    missing value) become the house one-line ``batchscore: error: ...`` (a JSON object under
+    ``--log-format json``), exit 2.
     """
     args = sys.argv[1:] if argv is None else argv
     try:

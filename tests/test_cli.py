@@ -353,7 +353,7 @@ def test_the_command_line_starts_without_pydantic_and_with_one_blas_thread(model
     code = (
         "import os, sys, threadpoolctl\n"
         "from batchscore.cli import main\n"
-        f"sys.argv = {argv + ['--keep', 'id', '--mode', 'overwrite', '--quiet']!r}\n"
+        f"sys.argv = {[*argv, '--keep', 'id', '--mode', 'overwrite', '--quiet']!r}\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "print(code, 'pydantic' in sys.modules, [i['num_threads'] for i in threadpoolctl.threadpool_info()"
         " if i['internal_api'] == 'openblas'])\n"
