@@ -272,10 +272,14 @@ class CategoricalStats:
         self.sampled = self.sampled or sample.step > 1
         if self.counts is None or array.null_count == rows or not sample.size:
             return
-        taken = sample.take(array)
-        if pa.types.is_dictionary(taken.type):
-            taken = taken.dictionary_decode()
-        found = _value_counts(taken)
+        labels = plain_values(array) if pa.types.is_integer(array.type) and not array.null_count else None
+        if labels is not None:  # a classifier's integer prediction: the sampled rows of a view, no Arrow take
+            found = _counts(labels[sample.start :: sample.step])
+        else:
+            taken = sample.take(array)
+            if pa.types.is_dictionary(taken.type):
+                taken = taken.dictionary_decode()
+            found = _value_counts(taken)
         if len(found[0]) > MAX_CATEGORIES:
             self.counts = None
             return
@@ -506,13 +510,18 @@ def _value_counts(array: pa.Array) -> tuple[list[Any], list[int]]:
     counted with numpy, so that a run needs pyarrow.compute (0.06 s of import) only for strings."""
     values = plain_values(array) if pa.types.is_integer(array.type) and not array.null_count else None
     if values is not None:
-        distinct, first, counts = np.unique(values, return_index=True, return_counts=True)
-        order = np.argsort(first, kind="stable")
-        return distinct[order].tolist(), counts[order].tolist()
+        return _counts(values)
     import pyarrow.compute as pc
 
     found = pc.value_counts(array)
     return found.field("values").to_pylist(), found.field("counts").to_pylist()
+
+
+def _counts(values: np.ndarray) -> tuple[list[Any], list[int]]:
+    """Each distinct value of an integer array and its count, in order of first appearance."""
+    distinct, first, counts = np.unique(values, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    return distinct[order].tolist(), counts[order].tolist()
 
 
 def _label(value: object) -> str:

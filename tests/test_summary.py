@@ -240,3 +240,18 @@ def test_value_counts_agree_with_pyarrow_compute(array):
 
     found = pc.value_counts(array)
     assert _value_counts(array) == (found.field("values").to_pylist(), found.field("counts").to_pylist())
+
+
+@pytest.mark.parametrize("step", [1, 3, 305])
+@pytest.mark.parametrize("offset", [0, 7])
+def test_sampled_integer_labels_are_counted_as_the_arrow_sample_counts_them(step, offset):
+    """A classifier's int64 prediction is sampled from a numpy view (no Arrow ``take``, no pyarrow.compute):
+    the same rows, the same counts, as taking the sample through Arrow and counting it there."""
+    labels = pa.array(np.random.default_rng(step).integers(0, 4, 5000 + offset)).slice(offset)
+    sample = Sample(len(labels), step // 2, step)
+    stats = CategoricalStats(type="int64")
+    stats.update(labels, sample)
+    found = pc.value_counts(labels.take(pa.array(range(sample.start, len(labels), step))))
+    values, counts_ = found.field("values").to_pylist(), found.field("counts").to_pylist()
+    expected = {str(v): c * step for v, c in zip(values, counts_, strict=True)}
+    assert stats.counts == expected and list(stats.counts) == list(expected)  # first-seen order too
