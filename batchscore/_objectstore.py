@@ -1,6 +1,7 @@
 """Object stores behind :mod:`batchscore.storage`: URIs to pyarrow filesystems, one-line errors, conditional writes.
 
-Loaded only when a run names a ``scheme://`` location other than ``file://``.
+Loaded only when a run names a ``scheme://`` location other than ``file://``, or writes a Delta table
+(:mod:`batchscore._deltastore` says these options in delta-rs's words).
 
 - **Filesystems.** ``s3://`` (``s3a://``), ``gs://`` (``gcs://``) and ``abfs://`` (``abfss://``, ``az://``) get
   pyarrow's own ``S3FileSystem``, ``GcsFileSystem`` and ``AzureFileSystem``; any other scheme goes through
@@ -369,16 +370,19 @@ def scrub(text: str) -> str:
     return _URL_QUERY.sub(r"\1", text)
 
 
-def explain(exc: BaseException) -> str | None:
-    """One line saying what went wrong with a store and what to check; None if it is not a store error."""
+def explain(exc: BaseException, *, bucket: str | None = None) -> str | None:
+    """One line saying what went wrong with a store and what to check; None if it is not a store error.
+
+    ``bucket`` names the bucket when the caller knows it (delta-rs's messages do not say it plainly).
+    """
     text = " ".join(str(exc).split("Debug source:", 1)[0].split())  # obstore appends a debug dump
     if not _STORE_ERROR.search(text):
         return None  # a local disk's error says it best itself
     for pattern, say in _PROBLEMS:
         if pattern.search(text):
             found = _BUCKET.search(text)
-            bucket = f"'{found.group(1) or found.group(2)}'" if found else "named"
-            return say(bucket)
+            named = bucket or (found.group(1) or found.group(2) if found else None)
+            return say(f"'{named}'" if named else "named")
     return None
 
 

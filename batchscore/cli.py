@@ -475,10 +475,11 @@ def inspect(
     """
     _setup_logging(quiet=True, verbose=False, log_format="text")
     with _Errors(log_format="text"):
-        if _is_delta_table(model):
+        options = parse_assignments(storage_options, flag="--storage-option")
+        if _is_delta_table(model, options):
             from batchscore import deltalog
 
-            table = deltalog.describe(model)
+            table = deltalog.describe(model, storage_options=options)
             typer.echo(json.dumps(table, indent=2) if as_json else deltalog.render_history(table))
             return
         spec = JobSpec(
@@ -493,7 +494,7 @@ def inspect(
             with_score=with_score,
             on_null=on_null,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
-            storage_options=parse_assignments(storage_options, flag="--storage-option"),
+            storage_options=options,
         )
         if data:
             ready = pipeline.prepare(spec)
@@ -544,9 +545,19 @@ def report_command(
         typer.echo(f"wrote {html}", err=True)
 
 
-def _is_delta_table(path: str) -> bool:
-    """A folder with a ``_delta_log``: ``inspect`` shows the table's history (no deltalake import otherwise)."""
-    return not path.endswith(".onnx") and os.path.isdir(os.path.join(path, "_delta_log"))
+def _is_delta_table(path: str, options: dict[str, str]) -> bool:
+    """A folder with a ``_delta_log``, local or on a store: ``inspect`` shows the table's history (no deltalake
+    import otherwise)."""
+    if path.endswith(".onnx"):
+        return False
+    from batchscore import storage
+
+    if not storage.is_uri(path):
+        return os.path.isdir(os.path.join(path, "_delta_log"))
+    try:
+        return storage.resolve(path, options).child("_delta_log").is_dir()
+    except OSError:
+        return False  # reading it as a model says what is wrong with the store
 
 
 def _render(info: dict[str, Any], indent: str = "") -> str:

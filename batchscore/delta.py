@@ -28,7 +28,9 @@ Two runs committing at once: delta-rs retries a commit that does not clash
 (other days); one that does fails here with :class:`OutputError` (exit 5).
 
 ``deltalake`` is imported only here and only when used (``batchscore[delta]``).
-Paths and URIs reach it unchanged, with ``storage_options`` for object stores.
+Paths and URIs reach it unchanged; the run's storage options (pyarrow's names) are said in delta-rs's
+words by :func:`batchscore._deltastore.delta_options`, and on S3 a store that would not keep two commits
+apart is refused before the first row is read (:func:`batchscore._deltastore.check_safe_commits`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchscore import _deltastore, storage
 from batchscore.errors import JobSpecError, OutputError, OutputExistsError
 from batchscore.reader import InputFile, iter_batches
 from batchscore.spec import Compression, Mode, SchemaMode
@@ -217,7 +220,7 @@ class DeltaOutput:
         partition_by: Sequence[str] | None = None,
         header: dict[str, Any] | None = None,
         schema_mode: SchemaMode = "strict",
-        storage_options: Mapping[str, str] | None = None,
+        storage_options: Mapping[str, object] | None = None,
     ) -> None:
         self.path = path
         self.mode = mode
@@ -228,7 +231,10 @@ class DeltaOutput:
         self.partition_by = list(partition_by or ())
         self.header = dict(header or {})
         self.schema_mode = schema_mode
-        self.storage_options = dict(storage_options) if storage_options else None
+        self.options = dict(storage_options or {})
+        """The run's storage options, pyarrow's names (as every other path of the run takes them)."""
+        self.storage_options = _deltastore.delta_options(path, self.options)
+        """The same, in delta-rs's names: what deltalake gets; None for a local table."""
         self.parts: dict[int, dict[str, Any]] = {}
         """Parts streamed by this run, by index (nothing is kept from before: a commit is all or nothing)."""
         self.complete = False
@@ -294,15 +300,23 @@ class DeltaOutput:
         except dl.exceptions.TableNotFoundError:
             return None
         except (dl.exceptions.DeltaError, OSError) as exc:
-            msg = f"cannot read Delta table {self.path}: {first_line(exc)}; check the path, or choose another --out"
+            said = _deltastore.explain(exc, self.path) or f"{first_line(exc)}; check the path, or choose another --out"
+            msg = f"cannot read Delta table {self.path}: {said}"
             raise OutputError(msg) from exc
 
     def _check_new_location(self) -> None:
-        """No table yet: a local path must not be a file or a folder holding something else (Parquet parts)."""
-        if "://" in self.path or not os.path.exists(self.path):
-            return
-        if not os.path.isdir(self.path) or not all(_delta_in_the_making(n) for n in os.listdir(self.path)):
-            what = "a file" if not os.path.isdir(self.path) else "a folder that is not a Delta table (no _delta_log)"
+        """No table yet: the place must not be a file or a folder holding something else (Parquet parts)."""
+        where = storage.resolve(self.path, self.options)
+        try:
+            if not where.exists():
+                return
+            folder = where.is_dir()
+            names = [entry.name for entry in where.list_dir()] if folder else []
+        except OSError as exc:
+            msg = f"cannot read Delta table {self.path}: {storage.describe_os_error(exc)}"
+            raise OutputError(msg) from exc
+        if not folder or not all(_delta_in_the_making(n) for n in names):
+            what = "a file" if not folder else "a folder that is not a Delta table (no _delta_log)"
             msg = f"output {self.path} is {what}; choose another --out for the Delta table, or remove it"
             raise OutputExistsError(msg)
 
@@ -357,8 +371,10 @@ class DeltaOutput:
         return sum(r or 0 for r, v in zip(rows, values, strict=True) if self.unit.holds(v))
 
     def open(self, files: Sequence[InputFile]) -> list[int]:
-        """Check (see :meth:`check`), then remove files that failed runs left, where that is safe."""
+        """Check (see :meth:`check`) and that the store keeps commits apart, then remove files failed runs left."""
         todo = self.check(files)
+        if not self.complete:
+            _deltastore.check_safe_commits(self.path, self.options)
         if not self.complete and self.version is not None:
             self._remove_orphans()
         return todo
@@ -543,7 +559,8 @@ class DeltaOutput:
                 "write it to a new table (another --out), or pass --schema-mode merge to add new columns"
             )
         else:
-            msg = f"cannot write Delta table {self.path}: {first_line(exc)}; check free space and permissions"
+            said = _deltastore.explain(exc, self.path) or f"{first_line(exc)}; check free space and permissions"
+            msg = f"cannot write Delta table {self.path}: {said}"
         error = OutputError(msg)
         error.__cause__ = exc
         return error
@@ -580,5 +597,7 @@ def _delta_in_the_making(name: str) -> bool:
     """What another run's first write to a new table leaves before its log exists: its data files, in hive
     folders or not, or the log folder itself (two first nights racing both see a folder with no table yet)."""
     return (
-        name == "_delta_log" or ("=" in name and not name.startswith(("_", "."))) or bool(_DELTA_DATA.fullmatch(name))
+        name in ("_delta_log", _deltastore.PROBE_FOLDER)  # the probe of a run killed while it tried the store
+        or ("=" in name and not name.startswith(("_", ".")))
+        or bool(_DELTA_DATA.fullmatch(name))
     )

@@ -15,19 +15,25 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchscore import _deltastore
 from batchscore.delta import METADATA_KEY, deltalake, first_line
 from batchscore.errors import OutputError
 
 
-def describe(path: str, *, storage_options: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The table and its history, newest first: per version its time, operation, unit, rows, model and run."""
+def describe(path: str, *, storage_options: Mapping[str, object] | None = None) -> dict[str, Any]:
+    """The table and its history, newest first: per version its time, operation, unit, rows, model and run.
+
+    ``storage_options`` are the run's (pyarrow's names, as ``--storage-option`` gives them).
+    """
     dl = deltalake()
+    options = _deltastore.delta_options(path, storage_options)
     try:
-        table = dl.DeltaTable(path, storage_options=dict(storage_options) if storage_options else None)
+        table = dl.DeltaTable(path, storage_options=options)
         actions = pa.table(table.get_add_actions(flatten=True))
         history = table.history()
     except (dl.exceptions.DeltaError, OSError) as exc:
-        msg = f"cannot read Delta table {path}: {first_line(exc)}; check the path"
+        said = _deltastore.explain(exc, path) or f"{first_line(exc)}; check the path"
+        msg = f"cannot read Delta table {path}: {said}"
         raise OutputError(msg) from exc
     rows = sum(r or 0 for r in actions.column("num_records").to_pylist()) if actions.num_rows else 0
     versions = [_version_line(h) for h in history]

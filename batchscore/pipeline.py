@@ -342,7 +342,9 @@ def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:
 
         options.setdefault("partition_by", spec.partition_by)
         schema = ready.plan.output_schema(ready.files[0])
-        return DeltaOutput(spec.out, schema=schema, schema_mode=spec.schema_mode, **options)
+        return DeltaOutput(
+            spec.out, schema=schema, schema_mode=spec.schema_mode, storage_options=spec.storage_options, **options
+        )
     return OutputDir(storage.resolve(spec.out, spec.storage_options), **options)
 
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,9 +171,11 @@ class LatencyProxy:
 
     METHODS = (b"GET ", b"HEAD ", b"PUT ", b"POST ", b"DELETE ")
 
-    def __init__(self, upstream: str, *, latency: float) -> None:
+    def __init__(self, upstream: str, *, latency: float, rewrite: Callable[[bytes], bytes] | None = None) -> None:
         self.upstream = upstream.removeprefix("http://")
         self.latency = latency
+        self.rewrite = rewrite
+        """Applied to what the client sends (a store that drops a header, say)."""
         self.requests: dict[str, int] = {}
         self.bytes_down = 0
         self.peak = 0
@@ -220,7 +222,7 @@ class LatencyProxy:
                     time.sleep(self.latency)
                     with self._lock:
                         self._active -= 1
-                server.sendall(data)
+                server.sendall(self.rewrite(data) if self.rewrite else data)
         with contextlib.suppress(OSError):
             server.shutdown(socket.SHUT_WR)
 

@@ -291,6 +291,7 @@ def _output(spec: JobSpec, run_id: str) -> tuple[DeltaOutput, object]:
         schema=ready.plan.output_schema(ready.files[0]),
         partition_by=spec.partition_by,
         header=_header(ready, run_id=run_id, started_at=""),
+        storage_options=spec.storage_options,
     )
     return out, ready
 
