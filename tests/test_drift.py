@@ -266,3 +266,9 @@ def test_no_summary_writes_none_and_removes_an_older_one(reference, tmp_path):
     assert cli(*score_args(inputs, out, "--mode", "overwrite", "--no-summary")).returncode == 0
     assert not (out / SUMMARY).exists() and not (out / SUMMARY_PARTS).exists()
     assert json.loads((out / "_batchscore.json").read_text())["summary"] is None
+
+
+def test_report_checks_storage_options_even_for_local_paths(reference):
+    result = cli("report", reference, "--storage-option", "endpont_override=127.0.0.1:9000")
+    assert result.returncode == 2, result.stderr
+    assert "unknown storage option 'endpont_override' (did you mean 'endpoint_override'?)" in result.stderr
