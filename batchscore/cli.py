@@ -526,7 +526,7 @@ def report_command(
 ) -> None:
     """Show an output's data and prediction summary and its drift against a reference (worst columns first).
 
-    OUT and REF may be object-store URIs (s3://, gs://, abfs://), set up by --storage-option.
+    OUT, REF and the --html FILE may be object-store URIs (s3://, gs://, abfs://), set up by --storage-option.
     """
     _setup_logging(quiet=True, verbose=False, log_format="text")
     with _Errors(log_format="text"):
@@ -537,7 +537,7 @@ def report_command(
             out, reference=reference, max_psi=max_psi, max_null_rate_change=max_null_rate_change, options=options
         )
         if html:
-            htmlreport.write(html, review)
+            htmlreport.write(html, review, options=options)
     if as_json:
         data = {
             "summary": review.current.summary.describe(),

@@ -116,8 +116,10 @@ def test_report_reads_an_output_and_its_reference_on_s3(lake, tmp_path):
     batchscore.run(spec(lake, 19))
     batchscore.run(spec(lake, 20, reference=lake.uri("out/ds=19")))
     options = lake.server.cli_options()
-    shown = cli("report", lake.uri("out/ds=20"), *options)  # the run's own reference, on S3 too
+    page = lake.uri("reports/20.html")
+    shown = cli("report", lake.uri("out/ds=20"), "--html", page, *options)  # the run's own reference, on S3 too
     assert shown.returncode == 0, shown.stderr
+    assert f"wrote {page}" in shown.stderr and lake.get("reports/20.html").startswith(b"<!doctype html>")
     assert shown.stdout.startswith(f"summary of {lake.uri('out/ds=20', SUMMARY)}")
     assert f"against {lake.uri('out/ds=19')}" in shown.stdout and "is gone" not in shown.stdout
     assert "features:" in shown.stdout and "outputs:" in shown.stdout
