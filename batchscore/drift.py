@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from batchscore.errors import DriftError
 from batchscore.spec import DEFAULT_MAX_NULL_RATE_CHANGE, DEFAULT_MAX_PSI, OnDrift
+from batchscore.storage import is_uri
 from batchscore.summary import CategoricalStats, ColumnStats, NumericStats, SavedSummary, Summary, exists, find, load
 
 log = logging.getLogger("batchscore")
@@ -271,9 +272,11 @@ def enforce(report: DriftReport, *, on_drift: OnDrift, output: str) -> None:
     if on_drift == "warn":
         log.warning("%s", report.headline())
         return
+    remote = any(is_uri(p) and not p.startswith("file://") for p in (output, report.reference))
+    flags = " and the run's --storage-option flags" if remote else ""
     msg = (
         f"{report.headline()}; the scores and summary are committed in {output}. Look with "
-        f"`batchscore report {output} --reference {report.reference}`, then accept the run "
+        f"`batchscore report {output} --reference {report.reference}`{flags}, then accept the run "
         "(run again with --mode resume --on-drift warn: nothing is rescored) or fix the input and rescore"
     )
     raise DriftError(msg)
