@@ -522,16 +522,23 @@ def report_command(
     ] = None,
     max_psi: MaxPsi = None,
     max_null_rate_change: MaxNullRateChange = None,
+    storage_options: StorageOptions = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Show an output's data and prediction summary and its drift against a reference (worst columns first)."""
+    """Show an output's data and prediction summary and its drift against a reference (worst columns first).
+
+    OUT, REF and the --html FILE may be object-store URIs (s3://, gs://, abfs://), set up by --storage-option.
+    """
     _setup_logging(quiet=True, verbose=False, log_format="text")
     with _Errors(log_format="text"):
         from batchscore import drift, htmlreport, textreport
 
-        review = drift.review(out, reference=reference, max_psi=max_psi, max_null_rate_change=max_null_rate_change)
+        options = parse_assignments(storage_options, flag="--storage-option")
+        review = drift.review(
+            out, reference=reference, max_psi=max_psi, max_null_rate_change=max_null_rate_change, options=options
+        )
         if html:
-            htmlreport.write(html, review)
+            htmlreport.write(html, review, options=options)
     if as_json:
         data = {
             "summary": review.current.summary.describe(),

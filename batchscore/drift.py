@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from batchscore.errors import DriftError
 from batchscore.spec import DEFAULT_MAX_NULL_RATE_CHANGE, DEFAULT_MAX_PSI, OnDrift
-from batchscore.summary import CategoricalStats, ColumnStats, NumericStats, SavedSummary, Summary, find, load
+from batchscore.storage import is_uri
+from batchscore.summary import CategoricalStats, ColumnStats, NumericStats, SavedSummary, Summary, exists, find, load
 
 log = logging.getLogger("batchscore")
 
@@ -252,13 +252,16 @@ def _column(
     )
 
 
-def load_reference(path: str) -> SavedSummary | None:
-    """The reference's summary, or None with a warning when there is none yet (the first night)."""
-    if find(path) is None:
-        what = "does not exist" if not os.path.exists(path) else "holds no summary"
+def load_reference(path: str, *, options: Mapping[str, Any] | None = None) -> SavedSummary | None:
+    """The reference's summary, or None with a warning when there is none yet (the first night).
+
+    ``path`` is a local path or a URI; ``options`` configure its store (the run's ``storage_options``).
+    """
+    if find(path, options=options) is None:
+        what = "does not exist" if not exists(path, options=options) else "holds no summary"
         log.warning("reference %s %s (the first run?): drift is not checked this time", path, what)
         return None
-    return load(path)
+    return load(path, options=options)
 
 
 def enforce(report: DriftReport, *, on_drift: OnDrift, output: str) -> None:
@@ -269,9 +272,11 @@ def enforce(report: DriftReport, *, on_drift: OnDrift, output: str) -> None:
     if on_drift == "warn":
         log.warning("%s", report.headline())
         return
+    remote = any(is_uri(p) and not p.startswith("file://") for p in (output, report.reference))
+    flags = " and the run's --storage-option flags" if remote else ""
     msg = (
         f"{report.headline()}; the scores and summary are committed in {output}. Look with "
-        f"`batchscore report {output} --reference {report.reference}`, then accept the run "
+        f"`batchscore report {output} --reference {report.reference}`{flags}, then accept the run "
         "(run again with --mode resume --on-drift warn: nothing is rescored) or fix the input and rescore"
     )
     raise DriftError(msg)
@@ -294,13 +299,19 @@ def review(
     reference: str | None = None,
     max_psi: float | None = None,
     max_null_rate_change: float | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Review:
     """Read ``path``'s summary and compare it with ``reference``, or with the reference its run was checked against.
 
     Without ``reference``, the run's own drift check is shown, with the reference's distributions if that
-    reference is still there. Limits default to those of the run's check.
+    reference is still there. Limits default to those of the run's check. Paths may be URIs; ``options``
+    configure their stores (``--storage-option``).
     """
-    current = load(path)
+    if options:
+        from batchscore._objectstore import check_options  # a bad option is a usage error, as for a run
+
+        options = check_options(options)
+    current = load(path, options=options)
     recorded = DriftReport.from_dict(current.drift) if current.drift else None
     limits = {
         "max_psi": max_psi if max_psi is not None else recorded.max_psi if recorded else DEFAULT_MAX_PSI,
@@ -311,12 +322,12 @@ def review(
         else DEFAULT_MAX_NULL_RATE_CHANGE,
     }
     if reference is not None:
-        ref = load(reference)
+        ref = load(reference, options=options)
         return Review(current, ref, compare(current.summary, ref.summary, reference_path=reference, **limits))
     if recorded is None:
         return Review(current, None, None, note="no reference: pass --reference PATH to compare with another output")
-    if find(recorded.reference) is None:
+    if find(recorded.reference, options=options) is None:
         note = f"reference {recorded.reference} is gone: the drift table is the run's own, without its distributions"
         return Review(current, None, recorded, note=note)
-    ref = load(recorded.reference)
+    ref = load(recorded.reference, options=options)
     return Review(current, ref, compare(current.summary, ref.summary, reference_path=recorded.reference, **limits))

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import html
 import io
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from batchscore import storage
 from batchscore.drift import ColumnDrift, Review
 from batchscore.errors import JobSpecError, OutputError
 from batchscore.summary import CategoricalStats, ColumnStats, NumericStats
@@ -44,17 +44,13 @@ table.lineage td:first-child { color: #59636e; } code { font-size: 12px; }
 """
 
 
-def write(path: str, review: Review) -> None:
-    """Write the report page for ``review`` to ``path``."""
+def write(path: str, review: Review, *, options: Mapping[str, Any] | None = None) -> None:
+    """Write the report page for ``review`` to ``path``, a local path or a URI (``options`` configure its store)."""
     page = render(review)
     try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(page)
+        storage.resolve(path, options).write_bytes(page.encode("utf-8"))
     except OSError as exc:
-        msg = f"cannot write {path}: {exc.strerror or exc}; check the path and permissions"
+        msg = f"cannot write {path}: {exc.strerror or storage.describe_os_error(exc)}; check the path and permissions"
         raise OutputError(msg) from exc
 
 

@@ -330,8 +330,9 @@ def dry_run(spec: JobSpec) -> dict[str, Any]:
 def _drift_plan(spec: JobSpec) -> str:
     if spec.reference is None:
         return "not checked (no reference)" if spec.summary else "not checked (--no-summary)"
-    found = "found" if summary_file(spec.reference) else "missing: a warning, drift not checked"
-    return f"against {spec.reference} ({found}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
+    found = summary_file(spec.reference, options=spec.storage_options) is not None
+    state = "found" if found else "missing: a warning, drift not checked"
+    return f"against {spec.reference} ({state}), max PSI {spec.max_psi:g}, on drift: {spec.on_drift}"
 
 
 def _output(ready: Prepared, **options: Any) -> OutputDir | DeltaOutput:

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from batchscore import drift
+from batchscore import drift, storage
 from batchscore.errors import InputDataError
 from batchscore.summary import (
     SUMMARY,
     SUMMARY_PARTS,
     SUMMARY_VERSION,
     Summary,
+    child_name,
     load,
     merge_all,
     plan_summary,
@@ -68,7 +68,8 @@ class RunQuality:
 
     def __init__(self, spec: JobSpec, plan: FeaturePlan, files: Sequence[InputFile]) -> None:
         self.spec = spec
-        self.reference = drift.load_reference(spec.reference) if spec.reference else None
+        options = spec.storage_options
+        self.reference = drift.load_reference(spec.reference, options=options) if spec.reference else None
         """Read before anything is scored: a bad reference fails the run early, a missing one is a warning."""
         self.template = plan_summary(plan, files[0], step=sample_step(sum(f.num_rows for f in files)))
         self.parts: dict[int, Summary] = {}
@@ -92,7 +93,9 @@ class RunQuality:
         self, folder: str, entries: Mapping[int, Mapping[str, Any]], lineage: Mapping[str, Any]
     ) -> dict[str, bytes | None]:
         """The summary files to commit with the output: ``entries`` are the manifest's parts, by index."""
-        kept = _kept_parts(folder, {i: e for i, e in entries.items() if i not in self.parts})
+        kept = _kept_parts(
+            folder, {i: e for i, e in entries.items() if i not in self.parts}, options=self.spec.storage_options
+        )
         summaries = {**kept, **self.parts}
         missing = sorted(i for i in entries if i not in summaries)
         self.summary = merge_all(summaries[i] for i in sorted(summaries) if i in entries) or self.template.empty()
@@ -130,7 +133,7 @@ class RunQuality:
         """The readable summary and the drift of the output; read from ``folder`` when this run scored nothing."""
         if self.summary is None:
             try:
-                saved = load(folder)
+                saved = load(folder, options=self.spec.storage_options)
             except InputDataError as exc:  # an output written before summaries existed, or with --no-summary
                 log.warning("no summary to report for %s (%s)", folder, exc)
                 return None, None
@@ -159,15 +162,23 @@ def _identity(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {k: entry.get(k) for k in ("index", "input", "size", "mtime_ns", "run_id")}
 
 
-def _kept_parts(folder: str, entries: Mapping[int, Mapping[str, Any]]) -> dict[int, Summary]:
-    """Summaries of parts committed before this run, from the folder's parts file, where they still match."""
+def _kept_parts(
+    folder: str, entries: Mapping[int, Mapping[str, Any]], *, options: Mapping[str, Any] | None
+) -> dict[int, Summary]:
+    """Summaries of parts committed before this run, from the folder's parts file, where they still match.
+
+    ``folder`` is a local path or a URI (``options`` configure its store). A parts file that cannot be read
+    leaves those parts unsummarized: :meth:`RunQuality.sidecars` names them.
+    """
     if not entries:
         return {}
-    path = os.path.join(folder, SUMMARY_PARTS)
+    path = child_name(folder, SUMMARY_PARTS)
     try:
-        with open(path, encoding="utf-8") as fh:
-            by_index = {p["index"]: p for p in json.load(fh)["parts"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        blob = storage.resolve(folder, options).child(SUMMARY_PARTS).read_bytes()
+        by_index = {p["index"]: p for p in json.loads(blob)["parts"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            log.debug("cannot read %s: %s", path, storage.describe_os_error(exc))
         return {}
     kept = {}
     for index, entry in entries.items():

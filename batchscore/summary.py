@@ -33,17 +33,19 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 from datasketches import kll_doubles_sketch
 
+from batchscore import storage
 from batchscore.errors import InputDataError
 from batchscore.features import plain_values
 from batchscore.outputs import to_arrow
+from batchscore.storage import Location
 
 if TYPE_CHECKING:
     from batchscore.mapping import FeaturePlan
@@ -68,6 +70,7 @@ TOP_VALUES = 10
 """Values :meth:`CategoricalStats.describe` shows, the rest summed as 'other'."""
 
 Kind = Literal["numeric", "categorical", "other"]
+_T = TypeVar("_T")
 
 
 def sample_step(rows: int, *, values: int | None = SAMPLE_VALUES) -> int:
@@ -576,37 +579,75 @@ def summary_file(summary: Summary, *, lineage: Mapping[str, Any], coverage: Mapp
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
-def find(path: str) -> str | None:
-    """The summary file for ``path``: an output folder's :data:`SUMMARY`, or ``path`` itself if it is a file."""
-    if os.path.isdir(path):
-        candidate = os.path.join(path, SUMMARY)
-        return candidate if os.path.isfile(candidate) else None
-    return path if os.path.isfile(path) else None
+def find(path: str, *, options: Mapping[str, Any] | None = None) -> str | None:
+    """The summary file for ``path``: an output folder's :data:`SUMMARY`, or ``path`` itself if it is a file.
+
+    ``path`` is a local path or a URI (``s3://bucket/out``); ``options`` configure the store
+    (``--storage-option``). A store that cannot be asked is an :class:`InputDataError`.
+    """
+    found = _locate(path, options)
+    return None if found is None else found[0]
 
 
-def load(path: str) -> SavedSummary:
-    """Read the summary of an output folder or a saved summary file."""
-    found = find(path)
+def load(path: str, *, options: Mapping[str, Any] | None = None) -> SavedSummary:
+    """Read the summary of an output folder or a saved summary file, on local disk or an object store."""
+    found = _locate(path, options)
     if found is None:
-        what = "holds no " + SUMMARY if os.path.isdir(path) else "does not exist"
+        what = "holds no " + SUMMARY if _ask(path, options, Location.is_dir) else "does not exist"
         msg = (
             f"{path} {what}; point at a batchscore output folder (written by a run without --no-summary) "
             f"or at a saved {SUMMARY}"
         )
         raise InputDataError(msg)
+    name, where = found
     try:
-        with open(found, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        msg = f"cannot read summary {found}: {exc}; re-run the scoring job to write it again"
+        data = json.loads(where.read_bytes())
+    except ValueError as exc:
+        msg = f"cannot read summary {name}: {exc}; re-run the scoring job to write it again"
+        raise InputDataError(msg) from exc
+    except OSError as exc:
+        msg = f"cannot read summary {name}: {storage.describe_os_error(exc)}; re-run the scoring job to write it again"
         raise InputDataError(msg) from exc
     if not isinstance(data, dict):
-        msg = f"{found} is not a batchscore summary; point at an output folder or its {SUMMARY}"
+        msg = f"{name} is not a batchscore summary; point at an output folder or its {SUMMARY}"
         raise InputDataError(msg)
     return SavedSummary(
-        path=found,
-        summary=Summary.from_dict(data, source=found),
+        path=name,
+        summary=Summary.from_dict(data, source=name),
         lineage=dict(data.get("lineage") or {}),
         coverage=dict(data.get("coverage") or {}),
         drift=data.get("drift"),
     )
+
+
+def exists(path: str, *, options: Mapping[str, Any] | None = None) -> bool:
+    """A file or a folder is at ``path`` (a local path or a URI)."""
+    return _ask(path, options, Location.exists)
+
+
+def child_name(folder: str, name: str) -> str:
+    """How a file in ``folder`` is named to users: joined to the folder as it was given (with ``/`` in a URI)."""
+    return f"{folder.rstrip('/')}/{name}" if storage.is_uri(folder) else os.path.join(folder, name)
+
+
+def _locate(path: str, options: Mapping[str, Any] | None) -> tuple[str, Location] | None:
+    """The summary file for ``path`` as (its name, its location), or None; see :func:`find`."""
+
+    def look(where: Location) -> tuple[str, Location] | None:
+        if where.is_dir():
+            candidate = where.child(SUMMARY)
+            return (child_name(path, SUMMARY), candidate) if candidate.is_file() else None
+        return (path, where) if where.is_file() else None
+
+    return _ask(path, options, look)
+
+
+def _ask(path: str, options: Mapping[str, Any] | None, question: Callable[[Location], _T]) -> _T:
+    """Ask the store about ``path``; an error reaching it is one line naming the path and what to check."""
+    try:
+        return question(storage.resolve(path, options))
+    except OSError as exc:
+        reason = storage.describe_os_error(exc)  # a store's error names what to check; a disk's may not
+        hint = "" if "; check" in reason else "; check the path and the storage options (--storage-option)"
+        msg = f"cannot look for a summary at {path}: {reason}{hint}"
+        raise InputDataError(msg) from exc

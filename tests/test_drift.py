@@ -266,3 +266,26 @@ def test_no_summary_writes_none_and_removes_an_older_one(reference, tmp_path):
     assert cli(*score_args(inputs, out, "--mode", "overwrite", "--no-summary")).returncode == 0
     assert not (out / SUMMARY).exists() and not (out / SUMMARY_PARTS).exists()
     assert json.loads((out / "_batchscore.json").read_text())["summary"] is None
+
+
+def test_report_checks_storage_options_even_for_local_paths(reference):
+    result = cli("report", reference, "--storage-option", "endpont_override=127.0.0.1:9000")
+    assert result.returncode == 2, result.stderr
+    assert "unknown storage option 'endpont_override' (did you mean 'endpoint_override'?)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "reference", "flags"),
+    [
+        ("out/ds=2026-11-20", "out/ds=2026-11-19", False),  # local: the command as it is
+        ("s3://lake/scores/ds=2026-11-20", "s3://lake/scores/ds=2026-11-19", True),  # report needs the options too
+        ("out/ds=2026-11-20", "gs://lake/saved.json", True),  # a reference in a bucket is enough
+    ],
+)
+def test_the_drift_error_names_the_report_command(output, reference, flags):
+    column = drift.ColumnDrift("x", "feature", "numeric", psi=2.0, reasons=("PSI 2.000",))
+    report = drift.DriftReport(reference=reference, max_psi=0.25, max_null_rate_change=0.1, columns=(column,))
+    with pytest.raises(batchscore.DriftError) as caught:
+        drift.enforce(report, on_drift="fail", output=output)
+    assert f"`batchscore report {output} --reference {reference}`" in str(caught.value)
+    assert ("--storage-option" in str(caught.value)) == flags

@@ -60,13 +60,13 @@ def test_readme_python_blocks_run(sandbox, monkeypatch):
 
 
 def test_readme_object_storage_command_runs_against_a_local_s3_server(s3_server, tmp_path):
-    """The `batchscore score s3://...` line of README.md, pointed at moto instead of 127.0.0.1:9000."""
+    """The `batchscore score s3://...` and `batchscore report s3://...` lines of README.md, pointed at moto
+    instead of 127.0.0.1:9000."""
     import pyarrow.fs as pafs
 
-    (command,) = [
-        line for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S) for line in block.splitlines()
-        if line.startswith("batchscore score s3://")
-    ]  # fmt: skip
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S) for line in block.splitlines()]
+    (command,) = [line for line in lines if line.startswith("batchscore score s3://")]
+    (show,) = [line for line in lines if line.startswith("batchscore report s3://")]
     fs = pafs.S3FileSystem(
         endpoint_override=s3_server.host_port, scheme="http", region="us-east-1", allow_bucket_creation=True
     )
@@ -87,6 +87,10 @@ def test_readme_object_storage_command_runs_against_a_local_s3_server(s3_server,
     names = {f.base_name for f in found}
     assert {"_SUCCESS", "_batchscore.json", "part-00000.parquet"} <= names and "_batchscore.lock" not in names
     assert fs.get_file_info("lake/reports/2026-11-20.json").type == pafs.FileType.File
+    show = show.replace("127.0.0.1:9000", s3_server.host_port)
+    result = subprocess.run(show, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{show}\n{result.stdout}\n{result.stderr}"
+    assert result.stdout.startswith("summary of s3://lake/scores/ds=2026-11-20/_batchscore_summary.json")
 
 
 def test_readme_delta_commands_run_against_a_local_s3_server(s3_server, tmp_path):
