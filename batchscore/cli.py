@@ -141,17 +141,16 @@ def _choices(metavar: str) -> Callable[[], list[str]]:
     return lambda: metavar.split("|")
 
 
+def _choice(values: str, *decls: str, help: str) -> Any:
+    """An option taking one of ``values`` (``error|fill|skip``): shown as its metavar, completed by the shell."""
+    return typer.Option(*decls, metavar=values, autocompletion=_choices(values), help=help)
+
+
 OnNull = Annotated[
     str,
-    typer.Option(
-        metavar="error|fill|skip",
-        help="What to do with nulls in feature columns.",
-        autocompletion=_choices("error|fill|skip"),
-    ),
+    _choice("error|fill|skip", help="What to do with nulls in feature columns."),
 ]
-Device = Annotated[
-    str, typer.Option(metavar="auto|cpu|cuda", help="Where to run the model.", autocompletion=_choices("auto|cpu|cuda"))
-]
+Device = Annotated[str, _choice("auto|cpu|cuda", help="Where to run the model.")]
 Threads = Annotated[int | None, typer.Option(metavar="N", help="onnxruntime threads. Default: one per available core.")]
 BatchSize = Annotated[
     int,
@@ -172,11 +171,7 @@ StorageOptions = Annotated[
 ]
 LogFormat = Annotated[
     str,
-    typer.Option(
-        metavar="text|json",
-        help="Log lines as text, or as JSON objects (for log collectors).",
-        autocompletion=_choices("text|json"),
-    ),
+    _choice("text|json", help="Log lines as text, or as JSON objects (for log collectors)."),
 ]
 Reference = Annotated[
     str | None,
@@ -199,11 +194,7 @@ MaxNullRateChange = Annotated[
 ]
 OnDrift = Annotated[
     str | None,
-    typer.Option(
-        metavar="warn|fail",
-        help="Drift over the limits: log a warning (default), or exit 6 after committing.",
-        autocompletion=_choices("warn|fail"),
-    ),
+    _choice("warn|fail", help="Drift over the limits: log a warning (default), or exit 6 after committing."),
 ]
 
 
@@ -250,44 +241,39 @@ def score(
     ] = None,
     prob_format: Annotated[
         str,
-        typer.Option(
-            metavar="columns|list",
-            autocompletion=_choices("columns|list"),
+        _choice(
+            "columns|list",
             help="Probabilities as prob_<label> columns or one list column.",
         ),
     ] = "columns",
     prediction_col: Annotated[str, typer.Option(metavar="NAME", help="Name of the prediction column.")] = "prediction",
     mode: Annotated[
         str,
-        typer.Option(
-            metavar="error|overwrite|resume",
-            autocompletion=_choices("error|overwrite|resume"),
+        _choice(
+            "error|overwrite|resume",
             help="If DIR already holds output: fail, replace it, or keep the parts already scored for these inputs.",
         ),
     ] = "error",
     compression: Annotated[
         str,
-        typer.Option(
-            metavar="zstd|snappy|gzip|lz4|brotli|none",
-            autocompletion=_choices("zstd|snappy|gzip|lz4|brotli|none"),
+        _choice(
+            "zstd|snappy|gzip|lz4|brotli|none",
             help="Parquet compression.",
         ),
     ] = "zstd",
     format: Annotated[
         str,
-        typer.Option(
+        _choice(
+            "parquet|delta",
             "--format",
-            metavar="parquet|delta",
-            autocompletion=_choices("parquet|delta"),
             help="parquet: DIR/part-*.parquet and _SUCCESS; delta: one commit to the Delta Lake table --out "
             "(pip install 'batchscore[delta]').",
         ),
     ] = "parquet",
     schema_mode: Annotated[
         str,
-        typer.Option(
-            metavar="strict|merge",
-            autocompletion=_choices("strict|merge"),
+        _choice(
+            "strict|merge",
             help="Delta: refuse output whose columns differ from the table's (strict), or add new columns (merge).",
         ),
     ] = "strict",

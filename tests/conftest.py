@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +30,18 @@ from batchscore import JobSpec
 N_FEATURES = 6
 FEATURES = [f"f{i}" for i in range(N_FEATURES)]
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: object, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``batchscore ARGS...`` as a user runs it: a process of its own (this checkout's package), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "batchscore", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def make_table(rows: int, *, seed: int = 0, start_id: int = 0) -> pa.Table:

@@ -14,20 +14,19 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, ROOT, imputing_feeds, imputing_table, make_table, mixed_table, run_feeds, write_files
+from conftest import (
+    FEATURES,
+    ROOT,
+    cli,
+    imputing_feeds,
+    imputing_table,
+    make_table,
+    mixed_table,
+    run_feeds,
+    write_files,
+)
 
 KEEP = "id,segment"
-
-
-def cli(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchscore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

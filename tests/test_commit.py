@@ -18,7 +18,7 @@ import onnx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, N_FEATURES, ROOT, make_table, write_files
+from conftest import FEATURES, N_FEATURES, ROOT, cli, make_table, write_files
 from onnx import TensorProto, helper
 
 import batchscore
@@ -37,12 +37,6 @@ def spec(tmp_path: Path, model: Path, *, out: str = "out", **changes: object) ->
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file below a folder, hidden ones included, with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "batchscore", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
 def visible(out: Path) -> dict[str, list[int]]:

@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import DAYS, ROOT, day_files, direct_run, make_table, nightly, table_matrix, write_files
+from conftest import DAYS, ROOT, cli, day_files, direct_run, make_table, nightly, table_matrix, write_files
 
 import batchscore
 from batchscore import JobSpec
@@ -35,17 +35,6 @@ def read(table: Path, version: int | None = None) -> pl.DataFrame:
 
 def history(table: Path) -> list[dict]:
     return deltalake.DeltaTable(str(table)).history()
-
-
-def cli(*args: str | Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchscore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def test_delta_output_reads_back_like_the_parquet_output(models, tmp_path):

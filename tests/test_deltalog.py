@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from conftest import DAYS, ROOT, day_files, nightly
+from conftest import DAYS, cli, day_files, nightly
 
 import batchscore
 from batchscore.deltalog import describe
 
 pytest.importorskip("deltalake")
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchscore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def test_inspect_shows_each_version_with_date_rows_and_model(models, tmp_path):

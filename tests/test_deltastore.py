@@ -4,17 +4,14 @@ one-line errors."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import DAYS, ROOT, day_files, nightly
+from conftest import DAYS, cli, day_files, nightly
 
 import batchscore
 from batchscore._deltastore import delta_options
@@ -143,12 +140,6 @@ def read(s3, version: int | None = None) -> pl.DataFrame:
 
 def table(s3):
     return deltalake.DeltaTable(s3.uri("table"), storage_options=read_options(s3))
-
-
-def cli(*args: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "batchscore", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
 
 
 def test_a_table_on_s3_holds_what_the_local_table_holds(s3, models, tmp_path):

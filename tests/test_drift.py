@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT
+from conftest import ROOT, cli
 
 import batchscore
 from batchscore import drift
@@ -25,17 +22,6 @@ DEMO = ROOT / "data" / "demo"
 COLUMNS_MODEL = DEMO / "model_columns.onnx"
 """Fed from annual_income, age, debt_to_income, external_risk_score, region and product."""
 FEATURES = {"annual_income", "age", "debt_to_income", "external_risk_score", "region", "product"}
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchscore", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def night(day: str) -> pa.Table:

@@ -21,18 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, ROOT, direct_run, make_table, write_files
+from conftest import FEATURES, ROOT, cli, direct_run, make_table, write_files
 
 import batchscore
 from batchscore import _objectlock, storage
 
 KEEP = ("id", "segment")
-
-
-def cli(*args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "batchscore", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, make_table, write_files
+from conftest import cli, make_table, write_files
 
 import batchscore
 from batchscore import drift, pipeline
 from batchscore.summary import SUMMARY, SUMMARY_PARTS, Summary, load
 
 KEEP = ("id", "segment")
-
-
-def cli(*args: object) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "batchscore", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
