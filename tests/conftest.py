@@ -44,6 +44,15 @@ def cli(*args: object, cwd: Path = ROOT, timeout: float = 120) -> subprocess.Com
     )
 
 
+def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The run's one ``batchscore: error:`` line, after checking the exit code and that no traceback was shown."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("batchscore: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def make_table(rows: int, *, seed: int = 0, start_id: int = 0) -> pa.Table:
     """An id, a string segment, and N_FEATURES float64 features."""
     rng = np.random.default_rng(seed)

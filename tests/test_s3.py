@@ -21,20 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FEATURES, ROOT, cli, direct_run, make_table, write_files
+from conftest import FEATURES, ROOT, cli, direct_run, make_table, one_line_error, write_files
 
 import batchscore
 from batchscore import _objectlock, storage
 
 KEEP = ("id", "segment")
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("batchscore: error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def read_scores(s3, prefix: str) -> pa.Table:

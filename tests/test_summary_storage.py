@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli, make_table, write_files
+from conftest import cli, make_table, one_line_error, write_files
 
 import batchscore
 from batchscore import drift, pipeline
 from batchscore.summary import SUMMARY, SUMMARY_PARTS, Summary, load
 
 KEEP = ("id", "segment")
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("batchscore: error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def night(folder: Path, day: int, *, files: int = 2, rows: int = 300) -> Path:
