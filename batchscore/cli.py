@@ -545,8 +545,6 @@ def _is_delta_table(path: str, options: dict[str, str]) -> bool:
         return False
     from batchscore import storage
 
-    if not storage.is_uri(path):
-        return os.path.isdir(os.path.join(path, "_delta_log"))
     try:
         return storage.resolve(path, options).child("_delta_log").is_dir()
     except OSError:
@@ -703,8 +701,6 @@ def main(argv: list[str] | None = None) -> None:
         except typer.Exit as done:
             code = done.exit_code
     status = code if isinstance(code, int) else 0
-    if "deltalake" in sys.modules:
-        _exit_now(status)
     sys.exit(status)
 
 
@@ -739,26 +735,20 @@ def entry() -> None:
     logs are written. The teardown costs 0.05 s of a 0.3 s run of a small file, and can
     crash: onnxruntime's and pyarrow's native objects are destroyed in no set order while
     their thread pools wind down (a SIGTERM'd run once exited -11 instead of 143;
-    onnxruntime#7207, delta-rs#2184), and a scheduler would read a failed night. A native
+    onnxruntime#7207), and with deltalake loaded it can abort (exit 134, "terminate called
+    without an active exception", delta-rs#2184): a scheduler would read a failed night. A native
     crash during the run itself prints the Python stacks (faulthandler) before the exit.
     """
     with contextlib.suppress(AttributeError, OSError, ValueError):  # no real stderr (a test runner's capture)
         faulthandler.enable()
     try:
         main()
-    except SystemExit as done:
+    except SystemExit as done:  # main always ends so, with the exit code
         _exit_now(done.code)
-    _exit_now(0)
 
 
 def _exit_now(code: int | str | None) -> None:
-    """End the process at once, its output flushed, so that the exit code is the one meant.
-
-    With deltalake 1.6 and pyarrow 26, the interpreter's own teardown can abort
-    (exit 134, "terminate called without an active exception", delta-rs#2184)
-    after the work is done; a scheduler would read a failed night. Nothing is
-    left to run at that point: the commit and the report are written.
-    """
+    """End the process at once, its output flushed, so that the exit code is the one meant (see :func:`entry`)."""
     if isinstance(code, str):
         typer.echo(code, err=True)
     status = code if isinstance(code, int) else (0 if code is None else 1)

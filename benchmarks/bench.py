@@ -986,10 +986,11 @@ def model_checks(case: str, res: dict[str, Any], cpu_us: dict[str, float] | None
     return out
 
 
-def inrun_bound(cpu_us: dict[str, float] | None, cores: int = ENGINE_WORKERS) -> str:
-    """What ``cores`` cores can do at the stages' CPU cost per row: all stages, and reading alone."""
+def inrun_bound(cpu_us: dict[str, float] | None) -> str:
+    """What this machine's cores can do at the stages' CPU cost per row: all stages, and reading alone."""
     if not cpu_us or not cpu_us.get("read"):
         return ""
+    cores = len(os.sched_getaffinity(0))
     total = sum(cpu_us.values())
     return (
         f"; bound on {cores} cores: {fmt_rate(cores * 1e6 / total)} at all stages' {total:.3f} us/row, "
